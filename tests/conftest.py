@@ -1,0 +1,29 @@
+"""Shared pytest fixtures. ``fake_run`` is a contract-following run directory (see tests/fakerun.py)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+# Two cores here: keep torch from oversubscribing when several test processes run.
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session")
+def _fake_run_template(tmp_path_factory) -> Path:
+    from tests.fakerun import make_fake_run
+
+    return make_fake_run(tmp_path_factory.mktemp("fake-run-template") / "run").root
+
+
+@pytest.fixture()
+def fake_run(_fake_run_template, tmp_path):
+    """A fresh copy of a small contract-following run directory (data/, model/pipeline, samples/)."""
+    from cspine.rundir import RunDir
+
+    dst = tmp_path / "run"
+    shutil.copytree(_fake_run_template, dst)
+    return RunDir(dst)

@@ -1,0 +1,23 @@
+"""Subcommands of the training package: demo-data, prepare, train, sample. (Being built: issue 2.)"""
+
+from __future__ import annotations
+
+import argparse
+
+from cspine.stage import add_run_options
+
+
+def _todo(args: argparse.Namespace) -> int:
+    raise SystemExit(f"cspine {args.command}: not built yet")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    for name, text in [
+        ("demo-data", "write the procedural phantom radiographs"),
+        ("prepare", "ingest radiographs into data/"),
+        ("train", "train the DDPM into model/"),
+        ("sample", "generate synthetic images into samples/"),
+    ]:
+        p = sub.add_parser(name, help=text, description=text)
+        add_run_options(p)
+        p.set_defaults(func=_todo)

@@ -1,23 +1,13 @@
-"""Subcommands of the training package: demo-data, prepare, train, sample. (Being built: issue 2.)"""
+"""Subcommands of the training package. Data commands (demo-data, prepare) live in
+``training.cli_data``; model commands (train, sample) in ``training.cli_model``."""
 
 from __future__ import annotations
 
 import argparse
 
-from cspine.stage import add_run_options
-
-
-def _todo(args: argparse.Namespace) -> int:
-    raise SystemExit(f"cspine {args.command}: not built yet")
+from training import cli_data, cli_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    for name, text in [
-        ("demo-data", "write the procedural phantom radiographs"),
-        ("prepare", "ingest radiographs into data/"),
-        ("train", "train the DDPM into model/"),
-        ("sample", "generate synthetic images into samples/"),
-    ]:
-        p = sub.add_parser(name, help=text, description=text)
-        add_run_options(p)
-        p.set_defaults(func=_todo)
+    cli_data.register(sub)
+    cli_model.register(sub)

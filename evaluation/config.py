@@ -1,15 +1,65 @@
-"""Config section of quality evaluation (`cspine evaluate`)."""
+"""Config section of quality evaluation (`cspine evaluate`).
+
+Sample counts are small by default so the demo runs on a CPU in minutes; a real release raises them
+(FID needs thousands of images to be unbiased; KID does not, but its spread shrinks with more).
+"""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 
 from cspine.schema import Strict
 
 
-class EvaluateConfig(Strict):
-    """FID/KID, precision/recall, diversity, checkpoint curve and sampler speed-quality curve."""
+class SamplerPoint(Strict):
+    """One sampler setting of the speed-quality curve."""
 
-    enabled: bool = True
-    max_images: int = Field(2000, ge=2, description="Cap on images per set for FID/KID.")
-    kid_subset_size: int = Field(50, ge=2)
+    scheduler: Literal["ddpm", "ddim", "dpmsolver++"] = Field(description="Sampler (training.sampling.make_scheduler).")
+    steps: int = Field(ge=1, description="Number of denoising steps.")
+
+
+class CheckpointCurveConfig(Strict):
+    """`cspine evaluate --checkpoints`: score every saved checkpoint on a small sample."""
+
+    num_images: int = Field(32, ge=2, description="Images generated per checkpoint.")
+    scheduler: Literal["ddpm", "ddim", "dpmsolver++"] = Field("ddim", description="Sampler for the checkpoint curve.")
+    steps: int = Field(25, ge=1, description="Sampler steps for the checkpoint curve.")
+
+
+class SamplerCurveConfig(Strict):
+    """`cspine evaluate --samplers`: KID/FID against images/s for several samplers and step counts."""
+
+    num_images: int = Field(32, ge=2, description="Images generated per sampler setting (same indices for all).")
+    checkpoint: str = Field("final", description='Checkpoint sampled ("final" or "step-N").')
+    points: list[SamplerPoint] = Field(
+        default_factory=lambda: [
+            SamplerPoint(scheduler="ddpm", steps=1000),
+            *[SamplerPoint(scheduler="ddim", steps=s) for s in (10, 25, 50, 100)],
+            *[SamplerPoint(scheduler="dpmsolver++", steps=s) for s in (10, 20, 50)],
+        ],
+        description="Sampler settings to compare; the one with the most DDPM steps is the reference.",
+    )
+
+
+class EvaluateConfig(Strict):
+    """FID/KID, FRD, precision/recall, diversity, checkpoint curve and sampler speed-quality curve."""
+
+    enabled: bool = Field(True, description="Run the stage (false: `cspine evaluate` does nothing).")
+    max_images: int = Field(2000, ge=2, description="Cap on images per set (real train, real holdout, synthetic).")
+    batch_size: int = Field(32, ge=1, description="Batch size of the Inception network and of sampling.")
+    kid_subset_size: int = Field(
+        50, ge=2, description="KID subset size (lowered to the smallest set's size when a set is smaller)."
+    )
+    kid_subsets: int = Field(100, ge=1, description="KID subsets; the reported std is across them.")
+    pr_k: int = Field(3, ge=1, description="k of the k-NN manifolds of improved precision/recall (Kynkäänniemi 2019).")
+    frd: bool = Field(True, description="Compute the Fréchet Radiomics Distance (frd-score + pyradiomics).")
+    frd_max_images: int = Field(200, ge=2, description="Cap on images per set for FRD (pyradiomics is slow).")
+    diversity_pairs: int = Field(200, ge=1, description="Random image pairs for mean pairwise MS-SSIM per set.")
+    seed: int = Field(0, description="Seed of subsampling, KID subsets and MS-SSIM pairs.")
+    sample_seed_offset: int = Field(
+        7919, description="Evaluation images are drawn with seed = run seed + this, apart from samples/."
+    )
+    checkpoint_curve: CheckpointCurveConfig = Field(default_factory=CheckpointCurveConfig)
+    sampler_curve: SamplerCurveConfig = Field(default_factory=SamplerCurveConfig)

@@ -1,4 +1,4 @@
-"""Config section of the privacy audit (`cspine audit`)."""
+"""Config section of the privacy audit (`cspine audit`): the ``audit:`` keys of a run config."""
 
 from __future__ import annotations
 
@@ -8,23 +8,50 @@ from pydantic import Field
 
 from cspine.schema import Strict
 
+Method = Literal["clip", "inception", "phash", "dhash", "pixel"]
+
 
 class ClipConfig(Strict):
-    model: str = "ViT-B-32"
-    pretrained: str = Field("laion2b_s34b_b79k", description="open_clip pretrained tag or a local checkpoint path.")
+    model: str = Field("ViT-B-32", description="open_clip model name (open_clip.list_models()).")
+    pretrained: str = Field(
+        "laion2b_s34b_b79k",
+        description="open_clip pretrained tag (downloaded once, online) or a local checkpoint path "
+        "(.safetensors preferred). When neither can be had, CLIP is skipped with a note and Inception runs.",
+    )
 
 
 class AuditConfig(Strict):
     """Nearest-neighbour memorisation audit and the release gate."""
 
-    methods: list[Literal["clip", "inception", "phash", "dhash", "pixel"]] = Field(
+    methods: list[Method] = Field(
         ["clip", "inception", "phash", "dhash", "pixel"],
-        description="Methods to run; clip is skipped with a note when its weights cannot be had.",
+        description="Methods to run; clip is skipped with a note when its weights cannot be had "
+        "(inception then runs in its place).",
     )
     clip: ClipConfig = Field(default_factory=ClipConfig)
-    top_k: int = Field(5, ge=1)
+    top_k: int = Field(5, ge=1, description="Nearest training neighbours kept per synthetic image and method.")
     holdout_quantile: float = Field(
-        0.001, gt=0, lt=1, description="Flag a synthetic image closer to training than this quantile of holdout images are."
+        0.001, gt=0, lt=1,
+        description="Flag a synthetic image closer to training than this quantile of holdout images are "
+        "(holdout-to-train nearest-neighbour distances; with fewer than 1/q holdout images this is their minimum).",
     )
-    phash_floor: int = Field(10, ge=0, le=64, description="pHash Hamming distance at or below which an image is always flagged.")
-    exclude_flagged: bool = Field(False, description="Release the unflagged images instead of failing the gate.")
+    phash_floor: int = Field(10, ge=0, le=64, description="pHash Hamming distance (of 64) at or below which an image is always flagged (imagededup's default).")
+    dhash_floor: int = Field(6, ge=0, le=64, description="dHash Hamming distance (of 64) at or below which an image is always flagged.")
+    pixel_floor: float = Field(
+        0.98, ge=0, le=1,
+        description="Pearson correlation of downsampled, intensity-normalised pixels at or above which an image is always flagged.",
+    )
+    floor_max_holdout_share: float = Field(
+        0.01, ge=0, le=1,
+        description="A method's absolute floor is switched off (with a note) when more than this share of "
+        "holdout images lie within it of a training image: the floor would then flag distinct images.",
+    )
+    pixel_size: int = Field(32, ge=8, le=256, description="Side of the downsampled image compared in pixel space.")
+    min_methods: int = Field(
+        1, ge=1,
+        description="A synthetic image is flagged when at least this many methods flag it (an absolute floor always flags).",
+    )
+    batch_size: int = Field(32, ge=1, description="Images per embedding batch (CLIP, Inception).")
+    chunk_size: int = Field(2048, ge=1, description="Synthetic images per block of the nearest-neighbour search (bounds memory).")
+    report_pairs: int = Field(40, ge=1, description="Most similar synthetic/training pairs shown in report.html.")
+    exclude_flagged: bool = Field(False, description="Release the unflagged images instead of failing the gate (same as --exclude-flagged).")

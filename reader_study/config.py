@@ -1,4 +1,8 @@
-"""Config section of the expert reader study (`cspine study ...`)."""
+"""Config section of the expert reader study (`cspine study ...`): the design, the web app, the analysis.
+
+The section is validated with the rest of the run config (cspine/config.py); every key has a default, so a
+config without a ``study:`` section runs the paper's design (50 quartets, 4-point scale, 8 raters).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,29 @@ from cspine.schema import Strict
 
 
 class StudyConfig(Strict):
-    """Blinded visual Turing test design."""
+    """Blinded visual Turing test design, rater web app and analysis settings."""
 
-    trials: int = Field(50, ge=1)
+    trials: int = Field(
+        50, ge=1,
+        description="Trials T. If the held-out real images or the synthetic images cannot fill T trials without "
+        "reusing an image, build stops with an error naming the shortfall (set allow_fewer_trials to build fewer).",
+    )
     alternatives: Literal[2, 3, 4] = Field(4, description="Images per trial, one of them real (2 = pairs, 4 = the paper's quartets).")
-    likert_points: Literal[4, 5] = 4
-    raters: int = Field(8, ge=1)
-    image_size: int = Field(512, ge=32, description="Every served image is resized to this (real and synthetic alike).")
+    likert_points: Literal[4, 5] = Field(4, description="Realism scale for every image: 1 = clearly synthetic ... N = clearly real.")
+    raters: int = Field(8, ge=0, description="Raters (access codes) created by `cspine study build`; add more with `cspine study add-rater`.")
+    image_size: int = Field(512, ge=32, le=4096, description="Every served image is resized to this square size (real and synthetic alike).")
+    checkpoints: list[str] | None = Field(
+        None,
+        description="Synthetic groups = samples.parquet `checkpoint` values to draw from (default: all present). "
+        "With alternatives-1 == number of groups each trial holds one image of every group (the paper's design).",
+    )
+    allow_fewer_trials: bool = Field(
+        False, description="Build as many trials as the images allow (with a warning) instead of stopping when T cannot be filled.",
+    )
+    exclude_flagged: bool = Field(
+        True, description="Leave out synthetic images the privacy audit excluded (audit/summary.json `excluded`), when an audit exists.",
+    )
+    host: str = Field("127.0.0.1", description="Address `cspine study serve` listens on (loopback by default; use 0.0.0.0 to serve a LAN).")
+    port: int = Field(8765, ge=0, le=65535, description="Port `cspine study serve` listens on (0 = any free port).")
+    bootstrap: int = Field(2000, ge=0, description="Resamples of the multi-reader multi-case bootstrap (raters and trials resampled together).")
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level: confidence intervals are 1 - alpha, Holm correction at alpha.")

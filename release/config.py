@@ -1,4 +1,4 @@
-"""Config section of packaging and publishing (`cspine package`, `cspine publish`)."""
+"""Config section of packaging and publishing (`cspine package`, `cspine publish`, `cspine release`)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,36 @@ from pydantic import Field
 
 from cspine.schema import Strict
 
+CSXA_CITATION = """@article{ran2024csxa,
+  title   = {A high-quality dataset featuring classified and annotated cervical spine X-ray atlas},
+  author  = {Ran, Yu and Qin, Wanli and Qin, Changlong and Li, Xiaobin and Liu, Yixing and Xu, Lin and Mu, Xiaohong and Yan, Li and Wang, Bei and Dai, Yuxiang and Chen, Jiang and Han, Dongran},
+  journal = {Scientific Data},
+  volume  = {11},
+  pages   = {625},
+  year    = {2024},
+  doi     = {10.1038/s41597-024-03383-6}
+}"""
+
 
 class ReleaseConfig(Strict):
-    """Where the dataset and the model go, and how the shards are cut."""
+    """Where the dataset and the model go, how the shards are cut, and what the cards say."""
 
-    dataset_repo: str = Field("owner/synthetic-cspine", description="Hub dataset repo id.")
-    model_repo: str = Field("owner/synthetic-cspine-ddpm", description="Hub model repo id.")
-    shard_size_mb: int = Field(500, ge=1, description="Target Parquet shard size.")
-    rows_per_row_group: int = Field(100, ge=1, description="Small row groups keep the Hub's dataset viewer fast.")
+    dataset_repo: str = Field("owner/synthetic-cspine", description="Hub dataset repo id (owner/name).")
+    model_repo: str = Field("owner/synthetic-cspine-ddpm", description="Hub model repo id (owner/name).")
+    shard_size_mb: float = Field(500, gt=0, description="Target Parquet shard size in MB (1e6 bytes).")
+    rows_per_row_group: int = Field(100, ge=1, description="Rows per Parquet row group; small groups keep the Hub's dataset viewer fast.")
+    workers: int = Field(0, ge=0, description="Processes that encode PNGs (0: every core).")
+    png_compress_level: int = Field(6, ge=0, le=9, description="zlib level of the released PNGs (lossless at every level).")
     local_hub: Path | None = Field(
-        None, description="Without a token, publish to this folder (default: hub/ beside the runs)."
+        Path("hub"),
+        description="Without a token, publish here: <local_hub>/<owner>/<name>, readable by load_dataset(path) and from_pretrained(path).",
     )
-    license: str = "cc-by-nc-4.0"
-    pretty_name: str = "Synthetic lateral cervical-spine radiographs"
-    private: bool = False
+    license: str = Field("cc-by-nc-4.0", description="Hub licence id of both repos.")
+    pretty_name: str = Field("Synthetic lateral cervical-spine radiographs", description="Dataset card title.")
+    private: bool = Field(False, description="Create the Hub repos as private.")
+    source_name: str = Field(
+        "CSXA (Cervical Spine X-ray Atlas)",
+        description="Name of the real training data, for the cards (phantom runs say so instead).",
+    )
+    source_citation: str = Field(CSXA_CITATION, description="BibTeX of the real training data.")
+    citation: str = Field("", description="BibTeX of this dataset (empty: a generated @misc entry).")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from cspine.schema import Strict
 
@@ -36,57 +36,100 @@ class DataConfig(Strict):
 
 
 class ModelConfig(Strict):
-    """diffusers UNet2DModel and DDPMScheduler settings."""
+    """diffusers UNet2DModel (1 channel, sample_size = data.resolution) and DDPMScheduler settings."""
 
-    block_out_channels: list[int] = Field([32, 64, 64], description="Channels per U-Net level.")
-    down_block_types: list[str] = Field(["DownBlock2D", "AttnDownBlock2D", "DownBlock2D"])
-    up_block_types: list[str] = Field(["UpBlock2D", "AttnUpBlock2D", "UpBlock2D"])
-    layers_per_block: int = Field(1, ge=1)
-    num_train_timesteps: int = Field(1000, ge=1)
-    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
-    prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
+    block_out_channels: list[int] = Field([32, 64, 64], description="Channels per U-Net level (one per down/up block).")
+    down_block_types: list[str] = Field(
+        ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D"], description="diffusers down block class per level."
+    )
+    up_block_types: list[str] = Field(
+        ["UpBlock2D", "AttnUpBlock2D", "UpBlock2D"], description="diffusers up block class per level (deepest first)."
+    )
+    layers_per_block: int = Field(1, ge=1, description="ResNet layers per U-Net block.")
+    norm_num_groups: int = Field(32, ge=1, description="GroupNorm groups; must divide every entry of block_out_channels.")
+    attention_head_dim: int = Field(8, ge=1, description="Channels per attention head in Attn* blocks.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout in the ResNet blocks.")
+    num_train_timesteps: int = Field(1000, ge=1, description="Diffusion steps of the forward process (DDPM T).")
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = Field(
+        "linear", description="Noise (beta) schedule of the DDPMScheduler."
+    )
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] = Field(
+        "epsilon", description="What the U-Net predicts: the noise (epsilon), v, or the clean sample."
+    )
+
+    @model_validator(mode="after")
+    def _check_blocks(self) -> "ModelConfig":
+        n = len(self.block_out_channels)
+        if len(self.down_block_types) != n or len(self.up_block_types) != n:
+            raise ValueError(
+                f"block_out_channels, down_block_types and up_block_types need the same length "
+                f"(got {n}, {len(self.down_block_types)}, {len(self.up_block_types)})"
+            )
+        bad = [c for c in self.block_out_channels if c % self.norm_num_groups]
+        if bad:
+            raise ValueError(f"norm_num_groups={self.norm_num_groups} does not divide block_out_channels {bad}")
+        return self
 
 
 class EMAConfig(Strict):
-    """diffusers EMAModel settings; warm-up makes EMA usable on short runs."""
+    """diffusers EMAModel settings; warm-up makes EMA usable on short runs.
+
+    With warm-up the decay at step s is min(decay, 1 - (1 + s / inv_gamma) ** -power): about 0.95 after
+    50 steps and 0.99 after 500 with power 3/4, so a short run's EMA tracks the model instead of the init.
+    """
 
     decay: float = Field(0.9999, gt=0.0, lt=1.0, description="Maximum EMA decay.")
     use_warmup: bool = Field(True, description="Ramp the decay up (inv_gamma, power), as short runs need.")
-    inv_gamma: float = 1.0
-    power: float = Field(0.75, description="2/3 suits long runs, 3/4 short ones (diffusers' note).")
+    inv_gamma: float = Field(1.0, gt=0.0, description="Warm-up time scale in steps (diffusers' inv_gamma).")
+    power: float = Field(0.75, gt=0.0, description="Warm-up exponent: 2/3 suits long runs, 3/4 short ones (diffusers' note).")
 
 
 class TrainConfig(Strict):
     """Training loop settings (`cspine train`)."""
 
     batch_size: int = Field(16, ge=1, description="Per-process batch size.")
-    gradient_accumulation_steps: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
     max_steps: int = Field(300, ge=1, description="Optimizer steps.")
-    learning_rate: float = Field(1e-3, gt=0)
-    warmup_steps: int = Field(50, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    mixed_precision: Literal["no", "fp16", "bf16"] = Field("bf16", description="accelerate mixed precision.")
+    learning_rate: float = Field(1e-3, gt=0, description="Peak AdamW learning rate (after warm-up).")
+    lr_schedule: Literal["constant_with_warmup", "cosine", "linear"] = Field(
+        "cosine", description="diffusers.optimization.get_scheduler schedule after the warm-up."
+    )
+    warmup_steps: int = Field(50, ge=0, description="Linear learning-rate warm-up steps.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping (global L2 norm).")
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field(
+        "bf16", description="accelerate mixed precision (bf16 autocast also works on CPUs with AVX-512 bf16)."
+    )
     checkpoint_every: int = Field(100, ge=1, description="Save a resumable checkpoint every N steps.")
     keep_checkpoints: int = Field(3, ge=1, description="Keep the newest N checkpoints (plus any listed in sample.checkpoints).")
-    sample_every: int = Field(100, ge=1, description="Write a sample grid PNG every N steps.")
-    grid_images: int = Field(16, ge=1)
+    sample_every: int = Field(100, ge=1, description="Write a sample grid PNG (model/grids/) every N steps and at the end.")
+    grid_images: int = Field(16, ge=1, description="Images in each grid (EMA weights).")
     grid_steps: int = Field(25, ge=1, description="DDIM steps used for the periodic grids.")
-    ema: EMAConfig = Field(default_factory=EMAConfig)
-    tensorboard: bool = False
-    num_threads: int | None = Field(None, description="torch threads (default: all cores).")
+    ema: EMAConfig = Field(default_factory=EMAConfig, description="Exponential moving average of the weights.")
+    tensorboard: bool = Field(False, description="Also log to TensorBoard (model/tensorboard/; needs the tensorboard package).")
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice).")
 
 
 class SampleConfig(Strict):
     """Sampling settings (`cspine sample`)."""
 
     num_images: int = Field(64, ge=1, description="Images per checkpoint.")
-    batch_size: int = Field(16, ge=1)
-    scheduler: Literal["ddpm", "ddim", "dpmsolver++"] = "ddim"
-    steps: int = Field(50, ge=1, description="Sampler steps (DDPM uses its training timesteps unless set lower).")
+    batch_size: int = Field(16, ge=1, description="Images denoised together (does not change any image).")
+    scheduler: Literal["ddpm", "ddim", "dpmsolver++"] = Field("ddim", description="Sampler.")
+    steps: int = Field(50, ge=1, description="Sampler steps (for ddpm set it to model.num_train_timesteps for the full chain).")
     checkpoints: list[str] = Field(
         ["final"], description='"final" (the EMA pipeline) and/or "step-N" checkpoints; the reader study uses three.'
     )
     shard_size: int = Field(64, ge=1, description="Images per resumable shard.")
-    bit_depth: Literal[8, 16] = 16
+    bit_depth: Literal[8, 16] = Field(16, description="PNG bit depth of the written samples.")
     seed: int | None = Field(None, description="Sampling seed (default: the run seed).")
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _check_checkpoints(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name != "final" and not (name.startswith("step-") and name[5:].isdigit()):
+                raise ValueError(f'checkpoint {name!r} must be "final" or "step-N"')
+        if len(set(v)) != len(v):
+            raise ValueError(f"checkpoints listed twice: {v}")
+        return v

@@ -1,0 +1,175 @@
+"""Curves that need fresh samples: quality against training step (checkpoint selection) and against
+sampler speed (the speed-quality curve that justifies the default sampler).
+
+Both generate images with training.sampling (image i depends only on (seed, i), so every checkpoint and
+every sampler is scored on the same noise), embed them with the bundled Inception through the shared
+feature cache, and compare with a fixed real reference set: KID (torchmetrics, mean +- std over subsets)
+and FID (exact low-rank Fréchet distance, equal to torchmetrics' FID, fast for small n). Each point is
+stored in a JSON file under eval/ as soon as it is done, keyed by its settings, so an interrupted run
+resumes and a finished one is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cspine import atomic
+from cspine.rundir import RunDir
+from evaluation.data import from_unit
+from evaluation.features import set_features
+from evaluation.metrics import frechet_distance_lowrank, kid
+
+
+def list_checkpoints(run: RunDir) -> list[str]:
+    """Saved checkpoints that can be sampled, by step, then "final" when model/pipeline exists."""
+    out = []
+    if run.checkpoints.is_dir():
+        steps = sorted(int(p.name[5:]) for p in run.checkpoints.glob("step-*")
+                       if p.name[5:].isdigit() and (p / "unet_ema" / "config.json").is_file())
+        out = [f"step-{s}" for s in steps]
+    if (run.pipeline / "unet" / "config.json").is_file():
+        out.append("final")
+    return out
+
+
+def _weights_stamp(run: RunDir, checkpoint: str) -> str:
+    """Changes when a checkpoint's weights are rewritten (retraining into the same run dir)."""
+    from training.sampling import checkpoint_dir
+
+    folder = checkpoint_dir(run, checkpoint)
+    parts = []
+    for p in sorted(folder.glob("*")):
+        st = p.stat()
+        parts.append(f"{p.name}:{st.st_size}:{int(st.st_mtime)}")
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _load_points(path: Path) -> dict:
+    if path.is_file():
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return {}
+    return {}
+
+
+def score_generated(images01: np.ndarray, name: str, ref_feats: np.ndarray, kid_subset: int, kid_subsets: int,
+                    seed: int, batch_size: int, progress: bool) -> dict:
+    """KID and FID of freshly generated images [n, R, R] in [0, 1] against reference features."""
+    fake = from_unit(name, images01)
+    feats = set_features(fake, batch_size=batch_size, progress=progress)
+    k = kid(ref_feats, feats, subset_size=kid_subset, subsets=kid_subsets, seed=seed)
+    return {"kid": k["mean"], "kid_std": k["std"], "kid_subset_size": k["subset_size"],
+            "fid": frechet_distance_lowrank(ref_feats, feats), "n_images": len(fake), "n_real": len(ref_feats)}
+
+
+def checkpoint_curve(run: RunDir, ref_feats: np.ndarray, *, num_images: int, scheduler: str, steps: int, seed: int,
+                     batch_size: int, kid_subset: int, kid_subsets: int, progress: bool = True,
+                     log: Callable[[str], None] = print) -> list[dict]:
+    """Score every saved checkpoint on ``num_images`` images; returns one row per checkpoint (by step)."""
+    from training.sampling import generate, load_unet, make_scheduler
+
+    path = run.eval / "checkpoint_curve.json"
+    done = _load_points(path)
+    rows = []
+    for ckpt in list_checkpoints(run):
+        key = json.dumps([ckpt, _weights_stamp(run, ckpt), num_images, scheduler, steps, seed, len(ref_feats)])
+        if key in done:
+            rows.append(done[key])
+            continue
+        log(f"checkpoint curve: {ckpt} ({num_images} images, {scheduler} {steps} steps)")
+        unet = load_unet(run, ckpt)
+        sched = make_scheduler(scheduler, run)
+        t0 = time.perf_counter()
+        imgs = generate(unet, sched, range(num_images), seed, steps, batch_size=batch_size, progress=progress)
+        dt = time.perf_counter() - t0
+        row = {"checkpoint": ckpt, "step": _step_of(run, ckpt), "scheduler": scheduler, "steps": steps,
+               "seconds": dt}
+        row.update(score_generated(imgs, f"ckpt-{ckpt}", ref_feats, kid_subset, kid_subsets, seed, batch_size,
+                                   progress))
+        done[key] = row
+        atomic.write_json(path, done)
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["step"])
+
+
+def _step_of(run: RunDir, ckpt: str) -> int:
+    if ckpt.startswith("step-"):
+        return int(ckpt[5:])
+    # "final": the last logged training step, else one past the newest checkpoint
+    if run.loss_log.is_file():
+        import pandas as pd
+
+        try:
+            steps = pd.read_csv(run.loss_log)["step"]
+            if len(steps):
+                return int(steps.max())
+        except (KeyError, ValueError, pd.errors.ParserError):
+            pass
+    cks = [int(p.name[5:]) for p in run.checkpoints.glob("step-*") if p.name[5:].isdigit()] if run.checkpoints.is_dir() else []
+    return max(cks, default=0) + 1
+
+
+def sampler_curve(run: RunDir, ref_feats: np.ndarray, *, points: list[tuple[str, int]], checkpoint: str,
+                  num_images: int, seed: int, batch_size: int, kid_subset: int, kid_subsets: int,
+                  progress: bool = True, log: Callable[[str], None] = print) -> list[dict]:
+    """Quality and speed of each (scheduler, steps) on the same ``num_images`` indices of one checkpoint."""
+    from training.sampling import generate, load_unet, make_scheduler
+
+    import torch
+
+    path = run.eval / "sampler_curve.json"
+    done = _load_points(path)
+    unet = None
+    stamp = _weights_stamp(run, checkpoint)
+    rows = []
+    for name, steps in points:
+        key = json.dumps([checkpoint, stamp, name, steps, num_images, seed, len(ref_feats)])
+        if key in done:
+            rows.append(done[key])
+            continue
+        if unet is None:
+            unet = load_unet(run, checkpoint)
+        log(f"sampler curve: {name} {steps} steps, {num_images} images")
+        sched = make_scheduler(name, run)
+        t0 = time.perf_counter()
+        imgs = generate(unet, sched, range(num_images), seed, steps, batch_size=batch_size, progress=progress)
+        dt = time.perf_counter() - t0
+        row = {"scheduler": name, "steps": steps, "checkpoint": checkpoint, "seconds": dt,
+               "images_per_s": num_images / dt if dt > 0 else float("inf"), "torch_threads": torch.get_num_threads()}
+        row.update(score_generated(imgs, f"{name}-{steps}", ref_feats, kid_subset, kid_subsets, seed, batch_size,
+                                   progress))
+        done[key] = row
+        atomic.write_json(path, done)
+        rows.append(row)
+    return rows
+
+
+def recommend_sampler(rows: list[dict]) -> dict:
+    """The fewest-step setting whose KID interval (mean +- std) overlaps the reference's.
+
+    The reference is the DDPM setting with the most steps (1000-step ancestral sampling, the model's own
+    sampler); without one, the setting with the most steps. Ties in steps go to the faster setting.
+    """
+    if not rows:
+        raise ValueError("no sampler points to recommend from")
+    ddpm = [r for r in rows if r["scheduler"] == "ddpm"]
+    ref = max(ddpm or rows, key=lambda r: r["steps"])
+    lo_ref, hi_ref = ref["kid"] - ref["kid_std"], ref["kid"] + ref["kid_std"]
+    within = [r for r in rows if r["kid"] - r["kid_std"] <= hi_ref and r["kid"] + r["kid_std"] >= lo_ref]
+    best = min(within, key=lambda r: (r["steps"], -r["images_per_s"]))
+    return {
+        "scheduler": best["scheduler"], "steps": best["steps"], "kid": best["kid"], "kid_std": best["kid_std"],
+        "images_per_s": best["images_per_s"],
+        "reference": {"scheduler": ref["scheduler"], "steps": ref["steps"], "kid": ref["kid"],
+                      "kid_std": ref["kid_std"], "images_per_s": ref["images_per_s"]},
+        "speedup": best["images_per_s"] / ref["images_per_s"] if ref["images_per_s"] else None,
+        "rule": "fewest steps whose KID mean +- std (over KID subsets) overlaps that of the reference "
+                f"({ref['scheduler']} {ref['steps']} steps)",
+    }

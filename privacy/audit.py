@@ -1,0 +1,205 @@
+"""The audit itself: embed, search, calibrate, flag, for arrays of images (no file output here).
+
+Where it sits: `cspine audit` (privacy/cli.py) reads a run with privacy/inputs.py, calls
+:func:`audit_arrays`, then writes audit/ with privacy/outputs.py. For every method (privacy/embedders.py):
+
+1. features of training, holdout and synthetic images (cached by pixel hash in the shared FeatureCache);
+2. top-k training neighbours of every synthetic image, and the nearest training distance of every holdout
+   image (privacy/search.py, chunked);
+3. the calibrated threshold and flags (privacy/calibrate.py), DCR shares and distributions.
+
+A synthetic image is flagged when at least ``min_methods`` methods flag it, or any absolute floor does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from privacy import calibrate as cal
+from privacy.embedders import Embedder
+from privacy.feature_cache import FeatureCache, image_key
+from privacy.inputs import AuditInputs
+from privacy.search import nearest, topk
+
+log = logging.getLogger("cspine.audit")
+
+
+@dataclass
+class MethodResult:
+    name: str
+    describe: str
+    metric: str
+    threshold: cal.Threshold
+    nn_idx: np.ndarray  # [n_synth, k] training indices
+    nn_dist: np.ndarray  # [n_synth, k]
+    holdout_dist: np.ndarray  # [n_holdout] holdout -> train nearest distance
+    synth_to_holdout: np.ndarray  # [n_synth]
+    synth_to_train_subset: np.ndarray  # [n_synth], train subset of the holdout's size
+    flags: np.ndarray
+    floor_hits: np.ndarray
+    percentile: np.ndarray
+    timing: dict = field(default_factory=dict)
+
+    @property
+    def dist(self) -> np.ndarray:
+        return self.nn_dist[:, 0]
+
+
+@dataclass
+class AuditResult:
+    table: pd.DataFrame
+    methods: list[MethodResult]
+    summary: dict
+
+
+def embed_all(emb: Embedder, images: np.ndarray, cache: FeatureCache, progress: bool, what: str) -> tuple[np.ndarray, int, float]:
+    """Finalised features of ``images`` via the cache; also (#computed, seconds)."""
+    t0 = time.perf_counter()
+    keys = [image_key(a) for a in images]
+    computed = [0]
+
+    def fn(batch: np.ndarray) -> np.ndarray:
+        computed[0] += len(batch)
+        return emb.compute(batch)
+
+    raw = cache.embed(emb.method_id, images, keys, fn, batch_size=emb.batch_size, progress=progress,
+                      desc=f"{emb.name}: {what}")
+    return emb.finalise(raw), computed[0], time.perf_counter() - t0
+
+
+def audit_method(
+    emb: Embedder, inputs: AuditInputs, cfg, cache: FeatureCache, progress: bool = True, seed: int = 0
+) -> MethodResult:
+    """Run one method of the audit (see the module docstring)."""
+    f_train, c1, t1 = embed_all(emb, inputs.train, cache, progress, "train")
+    f_hold, c2, t2 = embed_all(emb, inputs.holdout, cache, progress, "holdout")
+    f_syn, c3, t3 = embed_all(emb, inputs.synth, cache, progress, "synthetic")
+    t0 = time.perf_counter()
+    kw = dict(chunk_size=cfg.chunk_size)
+    nn_idx, nn_dist = topk(f_syn, f_train, cfg.top_k, emb.metric, progress=progress, desc=f"{emb.name}: search", **kw)
+    hold_dist = nearest(f_hold, f_train, emb.metric, **kw)
+    syn_hold = nearest(f_syn, f_hold, emb.metric, **kw)
+    rng = np.random.default_rng(seed)
+    sub = rng.choice(len(f_train), size=min(len(f_train), len(f_hold)), replace=False)
+    syn_sub = nearest(f_syn, f_train[sub], emb.metric, **kw)
+    t_search = time.perf_counter() - t0
+    thr = cal.calibrate(emb.name, hold_dist, cfg.holdout_quantile, cal.floor_for(emb.name, cfg),
+                        cfg.floor_max_holdout_share)
+    d = nn_dist[:, 0]
+    n_img = len(inputs.train) + len(inputs.holdout) + len(inputs.synth)
+    computed = c1 + c2 + c3
+    embed_s = t1 + t2 + t3
+    return MethodResult(
+        name=emb.name, describe=emb.describe, metric=emb.metric, threshold=thr,
+        nn_idx=nn_idx, nn_dist=nn_dist, holdout_dist=hold_dist, synth_to_holdout=syn_hold,
+        synth_to_train_subset=syn_sub, flags=thr.flags(d), floor_hits=thr.floor_hits(d),
+        percentile=cal.holdout_percentile(d, hold_dist),
+        timing={
+            "images": n_img, "computed": computed, "cache_hits": n_img - computed,
+            "embed_s": round(embed_s, 3), "search_s": round(t_search, 3),
+            "computed_images_per_s": round(computed / embed_s, 2) if computed and embed_s > 0 else None,
+            "images_per_s": round(n_img / (embed_s + t_search), 2) if embed_s + t_search > 0 else None,
+        },
+    )
+
+
+def _method_table(m: MethodResult, train_ids: np.ndarray) -> dict[str, object]:
+    ids = train_ids[m.nn_idx]
+    dist = m.nn_dist.astype(np.float64)
+    return {
+        f"{m.name}_nn_id": ids[:, 0],
+        f"{m.name}_score": dist[:, 0],
+        f"{m.name}_flag": m.flags,
+        f"{m.name}_holdout_pct": m.percentile,
+        f"{m.name}_dist_holdout": m.synth_to_holdout.astype(np.float64),
+        f"{m.name}_topk_ids": [list(r) for r in ids],
+        f"{m.name}_topk_scores": [list(r) for r in dist],
+    }
+
+
+def audit_arrays(
+    inputs: AuditInputs,
+    embedders: list[Embedder],
+    cfg,
+    cache: FeatureCache,
+    exclude_flagged: bool,
+    notes: list[str] | None = None,
+    progress: bool = True,
+    seed: int = 0,
+) -> AuditResult:
+    """Audit ``inputs`` with ``embedders`` under AuditConfig ``cfg``; see the module docstring."""
+    if not embedders:
+        raise ValueError("audit.methods: no method could run")
+    notes = list(inputs.notes) + list(notes or [])
+    results = []
+    for emb in embedders:
+        log.info("audit: %s", emb.describe)
+        try:
+            results.append(audit_method(emb, inputs, cfg, cache, progress, seed))
+        finally:
+            emb.close()
+    notes += [f"{m.name}: {m.threshold.floor_note}" for m in results if m.threshold.floor_note]
+    train_ids = np.asarray(inputs.train_ids, dtype=object)
+    cols: dict[str, object] = {"image_id": inputs.synth_ids, "file": inputs.synth_files}
+    for m in results:
+        cols |= _method_table(m, train_ids)
+    votes = np.sum([m.flags for m in results], axis=0)
+    floors = np.any([m.floor_hits for m in results], axis=0)
+    flagged = (votes >= min(cfg.min_methods, len(results))) | floors
+    pct = np.stack([m.percentile for m in results], axis=1)
+    cols["n_methods_flagged"] = votes.astype(np.int64)
+    cols["closeness"] = pct.min(axis=1)  # lowest holdout percentile over methods: 0 = closer than all real
+    cols["flagged"] = flagged
+    cols["excluded"] = flagged & exclude_flagged
+    table = pd.DataFrame(cols)
+
+    n_flagged = int(flagged.sum())
+    excluded = table.loc[table["excluded"], "image_id"].tolist()
+    passed = n_flagged == 0 or exclude_flagged
+    summary = {
+        "passed": bool(passed),
+        "exclude_flagged": bool(exclude_flagged),
+        "n_samples": len(inputs.synth_ids),
+        "n_train": len(inputs.train_ids),
+        "n_holdout": len(inputs.holdout_ids),
+        "n_flagged": n_flagged,
+        "n_excluded": len(excluded),
+        "flagged": table.loc[table["flagged"], "image_id"].tolist(),
+        "excluded": excluded,
+        "methods_run": [m.name for m in results],
+        "embedders": {m.name: m.describe for m in results},
+        "notes": notes,
+        "flag_rule": (
+            f"flagged when at least {min(cfg.min_methods, len(results))} method(s) flag it: distance to the "
+            f"nearest training image below the {cfg.holdout_quantile:g} quantile of holdout-to-train "
+            "distances, or within the method's absolute floor (a floor hit always flags)"
+        ),
+        "thresholds": {
+            m.name: {
+                "distance": "1 - Pearson correlation" if m.name == "pixel" else
+                ("Hamming bits" if m.metric == "hamming" else "1 - cosine similarity"),
+                "calibrated": m.threshold.calibrated, "floor": m.threshold.floor,
+                "floor_requested": m.threshold.floor_requested, "floor_note": m.threshold.floor_note,
+                "holdout_quantile": m.threshold.quantile, "n_holdout": m.threshold.n_holdout,
+            }
+            for m in results
+        },
+        "n_flagged_by_method": {m.name: int(m.flags.sum()) for m in results},
+        "dcr": {
+            m.name: {
+                "closer_to_train_share": cal.closer_to_train_share(m.synth_to_train_subset, m.synth_to_holdout),
+                "closer_to_train_share_all_train": cal.closer_to_train_share(m.dist, m.synth_to_holdout),
+                "synthetic_to_train": cal.distribution(m.dist),
+                "holdout_to_train": cal.distribution(m.holdout_dist),
+                "synthetic_to_holdout": cal.distribution(m.synth_to_holdout),
+            }
+            for m in results
+        },
+        "timing": {m.name: m.timing for m in results},
+    }
+    return AuditResult(table=table, methods=results, summary=summary)

@@ -1,0 +1,269 @@
+"""`cspine study build`: held-out real images + synthetic samples -> study/ (trials, served images, answer key).
+
+Reads data/index.parquet (split == holdout), data/pixels.npy, samples/samples.parquet and, when present,
+audit/summary.json (images the privacy audit excluded are never shown). Writes, in study/:
+
+- ``assets/``          the served images only: ``<random hex>.png``, one encoding for all (reader_study.assets)
+- ``study.json``       what the web app needs: per trial the asset names in display order, k, scale, study id
+- ``answer_key.json``  apart from what is served: per trial the real position and each image's source
+- ``responses.sqlite`` raters with access codes and trial orders, and later their answers (reader_study.store)
+- ``access_codes.csv``, ``admin_token.txt``  for the organiser (mode 0600)
+
+Re-running with the same inputs and design skips; a changed design rebuilds, unless answers were given
+already, in which case it stops rather than invalidate them.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from cspine import atomic
+from cspine.config import Config
+from cspine.images import read_gray
+from cspine.rundir import RunDir
+from reader_study import store
+from reader_study.assets import encode_png
+from reader_study.design import REAL, DesignError, Trial, make_trials, rater_order
+
+log = logging.getLogger("cspine.study")
+
+
+class StudyPaths:
+    """The files of study/ (the run directory contract names study.json, answer_key.json, responses.sqlite)."""
+
+    def __init__(self, run: RunDir):
+        self.root = run.study
+        self.study_json = self.root / "study.json"
+        self.answer_key = self.root / "answer_key.json"
+        self.db = self.root / "responses.sqlite"
+        self.assets = self.root / "assets"
+        self.access_codes = self.root / "access_codes.csv"
+        self.admin_token = self.root / "admin_token.txt"
+        self.results = self.root / "results.json"
+        self.summary = self.root / "summary.md"
+        self.figures = self.root / "figures"
+        self.responses_csv = self.root / "responses.csv"
+
+
+def _natural_key(name: str) -> tuple:
+    """step-100 < step-1000 < final: order checkpoints by training progress."""
+    if name.startswith("step-") and name[5:].isdigit():
+        return (0, int(name[5:]), name)
+    return (1, 0, name)
+
+
+def load_inputs(cfg: Config, run: RunDir) -> tuple[list[str], dict[str, list[str]], pd.DataFrame, pd.DataFrame]:
+    """Held-out real ids, synthetic ids per group, and the index/samples tables; clear errors on bad input."""
+    index = pd.read_parquet(run.require(run.index, "prepare"))
+    for col in ("image_id", "split", "cache_row"):
+        if col not in index.columns:
+            raise ValueError(f"{run.index}: column {col!r} missing (see cspine.rundir.INDEX_COLUMNS)")
+    real_ids = index.loc[index["split"] == "holdout", "image_id"].astype(str).tolist()
+    if not real_ids:
+        raise ValueError(f"{run.index}: no rows with split == 'holdout'; the study needs held-out real images")
+    samples = pd.read_parquet(run.require(run.samples_table, "sample"))
+    for col in ("image_id", "file", "checkpoint"):
+        if col not in samples.columns:
+            raise ValueError(f"{run.samples_table}: column {col!r} missing (see cspine.rundir.SAMPLES_COLUMNS)")
+    excluded: set[str] = set()
+    audit_summary = run.audit / "summary.json"
+    if cfg.study.exclude_flagged and audit_summary.exists():
+        excluded = set(json.loads(audit_summary.read_text()).get("excluded", []))
+        if excluded:
+            log.info("leaving out %d synthetic images the privacy audit excluded", len(excluded))
+    samples = samples[~samples["image_id"].astype(str).isin(excluded)]
+    present = sorted(samples["checkpoint"].astype(str).unique(), key=_natural_key)
+    groups = cfg.study.checkpoints or present
+    missing = [g for g in groups if g not in present]
+    if missing:
+        raise ValueError(f"study.checkpoints names {missing}, but {run.samples_table} holds only {present}")
+    if REAL in groups:
+        raise ValueError(f"a synthetic checkpoint may not be named {REAL!r} ({run.samples_table})")
+    synthetic = {g: samples.loc[samples["checkpoint"].astype(str) == g, "image_id"].astype(str).tolist() for g in groups}
+    return real_ids, synthetic, index, samples
+
+
+def fingerprint(cfg: Config, real_ids: list[str], synthetic: dict[str, list[str]]) -> str:
+    s = cfg.study
+    design = dict(
+        seed=cfg.seed, trials=s.trials, k=s.alternatives, likert=s.likert_points, size=s.image_size,
+        allow_fewer=s.allow_fewer_trials, real=sorted(real_ids), synthetic={g: sorted(v) for g, v in synthetic.items()},
+    )
+    return hashlib.sha256(json.dumps(design, sort_keys=True).encode()).hexdigest()
+
+
+def _image_loader(run: RunDir, index: pd.DataFrame, samples: pd.DataFrame):
+    pixels = np.load(run.require(run.pixels, "prepare"), mmap_mode="r")
+    rows = dict(zip(index["image_id"].astype(str), index["cache_row"].astype(int)))
+    files = dict(zip(samples["image_id"].astype(str), samples["file"].astype(str)))
+
+    def load(kind: str, image_id: str) -> np.ndarray:
+        if kind == REAL:
+            row = rows[image_id]
+            if not 0 <= row < pixels.shape[0]:
+                raise ValueError(f"{run.pixels}: cache_row {row} of {image_id} is outside 0..{pixels.shape[0] - 1}")
+            return np.asarray(pixels[row])
+        path = run.samples / files[image_id]
+        try:
+            return read_gray(path)
+        except Exception as err:  # noqa: BLE001 - name the file whatever Pillow raised
+            raise ValueError(f"{path}: cannot read synthetic image ({err})") from None
+
+    return load
+
+
+def _write_private(path: Path, text: str) -> None:
+    atomic.write_text(path, text)
+    os.chmod(path, 0o600)
+
+
+def write_access_codes(paths: StudyPaths) -> None:
+    with store.connect(paths.db) as conn:
+        rows = store.raters(conn)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["rater_id", "name", "access_code", "simulated"])
+    for r in rows:
+        w.writerow([r.rater_id, r.name, r.code, int(r.simulated)])
+    _write_private(paths.access_codes, buf.getvalue())
+
+
+def admin_token(paths: StudyPaths) -> str:
+    """The admin token: $CSPINE_STUDY_ADMIN_TOKEN if set, else study/admin_token.txt (made by build)."""
+    env = os.environ.get("CSPINE_STUDY_ADMIN_TOKEN")
+    if env:
+        return env
+    if not paths.admin_token.exists():
+        _write_private(paths.admin_token, secrets.token_urlsafe(24) + "\n")
+    return paths.admin_token.read_text().strip()
+
+
+def add_raters(paths: StudyPaths, seed: int, n_trials: int, count: int, names: list[str] | None = None, simulated: bool = False):
+    out = []
+    with store.connect(paths.db) as conn:
+        for i in range(count):
+            name = names[i] if names and i < len(names) else ""
+            out.append(store.add_rater(conn, lambda number: rater_order(seed, number, n_trials), name=name, simulated=simulated))
+    write_access_codes(paths)
+    return out
+
+
+def _has_answers(paths: StudyPaths) -> bool:
+    if not paths.db.exists():
+        return False
+    with store.connect(paths.db) as conn:
+        try:
+            return conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0] > 0
+        except Exception:  # noqa: BLE001 - no table yet
+            return False
+
+
+def build_study(cfg: Config, run: RunDir, force: bool = False) -> dict:
+    """Build study/ for this run; returns study.json's content. Skips when the same study is built already."""
+    paths = StudyPaths(run)
+    real_ids, synthetic, index, samples = load_inputs(cfg, run)
+    fp = fingerprint(cfg, real_ids, synthetic)
+    if paths.study_json.exists():
+        current = json.loads(paths.study_json.read_text())
+        if current.get("fingerprint") == fp and paths.answer_key.exists() and paths.db.exists() and not force:
+            log.info("study already built (%s, %d trials): skipping", current["study_id"], current["n_trials"])
+            return current
+        if _has_answers(paths):
+            raise SystemExit(
+                f"{paths.study_json}: the inputs or the study design changed, but {paths.db} holds answers to the "
+                "current study; move study/ away (or set --run-dir) before building a new one"
+            )
+        log.info("design or inputs changed: rebuilding study/")
+    s = cfg.study
+    try:
+        trials, warnings = make_trials(real_ids, synthetic, s.trials, s.alternatives, cfg.seed, s.allow_fewer_trials)
+    except DesignError as err:
+        raise SystemExit(f"cspine study build: {err}") from None
+    for w in warnings:
+        log.warning(w)
+
+    load = _image_loader(run, index, samples)
+    shapes = {REAL: {tuple(np.load(run.pixels, mmap_mode="r").shape[1:])}}
+    names = {(t.index, p): secrets.token_hex(12) for t in trials for p in range(len(t.alternatives))}
+    paths.root.mkdir(parents=True, exist_ok=True)
+    tmp_assets = paths.root / f".tmp-assets-{secrets.token_hex(4)}"
+    tmp_assets.mkdir()
+    try:
+        jobs = sorted(((names[(t.index, p)], a) for t in trials for p, a in enumerate(t.alternatives)), key=lambda j: j[0])
+        for name, alt in tqdm(jobs, desc="study images", unit="img"):
+            arr = load(alt.kind, alt.image_id)
+            if alt.kind != REAL:
+                shapes.setdefault("synthetic", set()).add(arr.shape)
+            (tmp_assets / f"{name}.png").write_bytes(encode_png(arr, s.image_size))
+        if paths.assets.exists():
+            shutil.rmtree(paths.assets)
+        os.replace(tmp_assets, paths.assets)
+    finally:
+        if tmp_assets.exists():
+            shutil.rmtree(tmp_assets)
+    if len({sh for v in shapes.values() for sh in v}) > 1:
+        w = f"real and synthetic images have different native sizes {sorted({sh for v in shapes.values() for sh in v})}: resizing may make them look different"
+        log.warning(w)
+        warnings.append(w)
+
+    study_id = fp[:16]
+    study = {
+        "study_id": study_id,
+        "fingerprint": fp,
+        "created_at": store.now(),
+        "n_trials": len(trials),
+        "alternatives": s.alternatives,
+        "likert_points": s.likert_points,
+        "image_size": s.image_size,
+        "trials": [{"trial": t.index, "images": [names[(t.index, p)] for p in range(len(t.alternatives))]} for t in trials],
+        "warnings": warnings,
+    }
+    key = {
+        "study_id": study_id,
+        "seed": cfg.seed,
+        "groups": [REAL] + list(g for g in synthetic if synthetic[g]),
+        "trials": [_key_entry(t, names) for t in trials],
+    }
+    if paths.db.exists():  # an earlier build without answers: start the database afresh
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(paths.db) + suffix).unlink(missing_ok=True)
+    store.init_db(paths.db, study_id)
+    atomic.write_json(paths.answer_key, key)
+    os.chmod(paths.answer_key, 0o600)
+    admin_token(paths)
+    if s.raters:
+        add_raters(paths, cfg.seed, len(trials), s.raters)
+    else:
+        write_access_codes(paths)
+    atomic.write_json(paths.study_json, study)  # last: its presence marks a finished build
+    log.info("study %s: %d trials of %d, %d raters; access codes in %s", study_id, len(trials), s.alternatives, s.raters, paths.access_codes)
+    return study
+
+
+def _key_entry(t: Trial, names: dict) -> dict:
+    return {
+        "trial": t.index,
+        "real_position": t.real_position,
+        "alternatives": [
+            {"position": p, "asset": names[(t.index, p)], "kind": a.kind, "group": a.group, "image_id": a.image_id}
+            for p, a in enumerate(t.alternatives)
+        ],
+    }
+
+
+def load_study(paths: StudyPaths) -> dict:
+    if not paths.study_json.exists():
+        raise SystemExit(f"{paths.study_json} does not exist: run `cspine study build` first")
+    return json.loads(paths.study_json.read_text())

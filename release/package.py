@@ -1,0 +1,239 @@
+"""`cspine package`: the audited samples of a run into release/dataset (Parquet shards, figures, dataset card,
+manifest) and release/model (EMA pipeline folder + model card). Re-runnable: finished shards are kept, stale or
+partial ones rewritten; the manifest is written last, so a folder with a manifest is a finished release."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from cspine import atomic
+from cspine.config import Config
+from cspine.rundir import RunDir
+from dataset_card import render
+from release import audit, leaks, manifest, shards
+
+log = logging.getLogger("cspine.package")
+
+META_COLUMNS = ["image_id", "seed", "scheduler", "steps", "checkpoint"]
+
+
+class PackageError(RuntimeError):
+    """The run cannot be packaged (audit failed, files missing); the message says why and what to do."""
+
+
+def release_rows(run: RunDir, gate: audit.Gate) -> pd.DataFrame:
+    """samples.parquet minus excluded images, joined with the audit's releasable scores; ``file`` is absolute."""
+    run.require(run.samples_table, "sample")
+    s = pd.read_parquet(run.samples_table)
+    missing = [c for c in META_COLUMNS + ["file"] if c not in s.columns]
+    if missing:
+        raise PackageError(f"{run.samples_table}: missing columns {missing}")
+    s = s[~s["image_id"].isin(gate.excluded)].sort_values("image_id", kind="stable").reset_index(drop=True)
+    scores = audit.score_columns(run)
+    s = s.merge(scores, on="image_id", how="left", validate="one_to_one")
+    s["file"] = [str(run.samples / f) for f in s["file"]]
+    absent = [f for f in s["file"] if not Path(f).is_file()]
+    if absent:
+        raise PackageError(f"{len(absent)} sample images listed in {run.samples_table} are missing, e.g. {absent[0]}")
+    for c in s.columns:
+        if c.endswith("_flag") or c == "flagged":
+            s[c] = s[c].fillna(False).astype(bool)
+    return s
+
+
+def _copy_if_changed(src: Path, dst: Path) -> None:
+    if dst.is_file() and dst.stat().st_size == src.stat().st_size and shards.sha256_file(dst) == shards.sha256_file(src):
+        return
+    with atomic.atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def copy_pipeline(run: RunDir, dst: Path) -> list[str]:
+    """Copy the EMA pipeline folder (configs + safetensors only; pickled weights are refused)."""
+    src = run.require(run.pipeline, "train")
+    files = [p for p in sorted(src.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+    pickles = [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
+    if pickles:
+        raise PackageError(f"{pickles[0]}: pickled weights are not released; save the pipeline with safetensors")
+    if not any(p.suffix == ".safetensors" for p in files):
+        raise PackageError(f"{src}: no .safetensors weights")
+    keep = []
+    for p in files:
+        rel = p.relative_to(src).as_posix()
+        _copy_if_changed(p, dst / rel)
+        keep.append(rel)
+    return keep
+
+
+def copy_figures(src: Path, dst: Path) -> list[dict]:
+    out = []
+    if src.is_dir():
+        for p in sorted(src.glob("*.png")):
+            _copy_if_changed(p, dst / p.name)
+            out.append({"name": p.stem.replace("_", " "), "path": f"{dst.parent.name}/{dst.name}/{p.name}"})
+    return out
+
+
+def count_params(pipeline_dir: Path) -> int:
+    from safetensors import safe_open
+
+    n = 0
+    for f in pipeline_dir.rglob("*.safetensors"):
+        with safe_open(str(f), framework="np") as fh:
+            for k in fh.keys():
+                shape = fh.get_slice(k).get_shape()
+                size = 1
+                for d in shape:
+                    size *= d
+                n += size
+    return n
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except json.JSONDecodeError as err:
+        raise PackageError(f"{path}: not valid JSON ({err})") from None
+
+
+def metrics_table(metrics: dict, limit: int = 24) -> str:
+    """A Markdown table of the scalar numbers in eval/metrics.json (nested keys joined with '.')."""
+    rows = []
+
+    def walk(prefix: str, obj) -> None:
+        if isinstance(obj, bool):
+            return
+        if isinstance(obj, (int, float)):
+            rows.append((prefix, f"{obj:.4g}" if isinstance(obj, float) else str(obj)))
+        elif isinstance(obj, dict) and prefix.count(".") < 2:
+            for k, v in obj.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+
+    walk("", metrics)
+    if not rows:
+        return ""
+    return "| metric | value |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows[:limit]) + "\n"
+
+
+def card_context(cfg: Config, run: RunDir, rows: pd.DataFrame, gate: audit.Gate, summary: dict, n_params: int) -> dict:
+    rc = cfg.release
+    idx = pd.read_parquet(run.index, columns=["split", "case_id"]) if run.index.is_file() else None
+    if cfg.data.source == "phantom":
+        source_description = (
+            "procedural phantom radiographs written by `cspine demo-data` (no real patients: this is the CPU demo "
+            f"configuration); the real configuration trains on {rc.source_name}"
+        )
+    else:
+        source_description = rc.source_name
+    if idx is not None:
+        tr = idx[idx["split"] == "train"]
+        source_description += f"; {len(tr)} training images from {tr['case_id'].nunique()} cases, other cases held out for the audit"
+    uniq = lambda c: ", ".join(str(v) for v in sorted(rows[c].unique())) if len(rows) else "-"  # noqa: E731
+    owner_url = lambda repo, kind: f"https://huggingface.co/{kind}{repo}"  # noqa: E731
+    return dict(
+        pretty_name=rc.pretty_name, n_rows=len(rows), resolution=cfg.data.resolution, bit_depth=cfg.sample.bit_depth,
+        source_name=rc.source_name, source_description=source_description, source_citation=rc.source_citation.strip(),
+        dataset_repo=rc.dataset_repo, model_repo=rc.model_repo,
+        dataset_url=owner_url(rc.dataset_repo, "datasets/"), model_url=owner_url(rc.model_repo, ""),
+        n_params=f"{n_params:,}", block_out_channels=list(cfg.model.block_out_channels),
+        train_steps=cfg.train.max_steps, batch_size=cfg.train.batch_size, learning_rate=cfg.train.learning_rate,
+        ema_decay=cfg.train.ema.decay, num_train_timesteps=cfg.model.num_train_timesteps,
+        beta_schedule=cfg.model.beta_schedule, prediction_type=cfg.model.prediction_type,
+        schedulers=uniq("scheduler"), steps=uniq("steps"), checkpoints=uniq("checkpoint"), seeds=uniq("seed"),
+        score_columns=[c for c in rows.columns if c not in META_COLUMNS + ["file"]],
+        gate_passed="yes" if gate.passed else "no",
+        n_audited=summary.get("n_samples", "-"), n_flagged=summary.get("n_flagged", "-"), n_excluded=len(gate.excluded),
+        methods=", ".join(summary.get("methods_run", [])) or "-",
+        license=rc.license,
+        citation=rc.citation.strip() or (
+            "@misc{synthetic_cspine,\n  title  = {" + rc.pretty_name + "},\n  author = {" + rc.dataset_repo.split("/")[0]
+            + "},\n  howpublished = {\\url{https://huggingface.co/datasets/" + rc.dataset_repo + "}}\n}"
+        ),
+    )
+
+
+def _snippet(path: Path, prefix: str, needles: set[str]) -> str:
+    return leaks.redact(render.include_snippet(path.read_text(encoding="utf-8"), prefix), needles) if path.is_file() else ""
+
+
+def package(cfg: Config, run: RunDir, workers: int | None = None) -> dict:
+    """Write release/dataset and release/model for ``run``; return the dataset manifest."""
+    rc = cfg.release
+    gate = audit.read_gate(run)
+    if not gate.passed:
+        raise PackageError(
+            f"the privacy audit of {run.root} did not pass ({gate.reason}); nothing was packaged. "
+            "Look at audit/report.html, then retrain/resample, or set audit.exclude_flagged: true and re-run `cspine audit`."
+        )
+    rows = release_rows(run, gate)
+    if rows.empty:
+        raise PackageError(f"no images left to release in {run.samples_table} after the audit's exclusions")
+    ds_dir, model_dir = run.release_dataset, run.release_model
+    data_dir = ds_dir / "data"
+    for folder in (ds_dir, model_dir):
+        for p in atomic.clean_temporaries(folder):
+            log.info("removed partial file %s", p)
+
+    # -- shards ------------------------------------------------------------------------------------------
+    files = rows["file"].tolist()
+    meta = rows.drop(columns=["file"])
+    plan = shards.plan_shards([Path(f).stat().st_size for f in files], rc.shard_size_mb * 1e6)
+    features = shards.features_for(meta)
+    settings = {"level": rc.png_compress_level, "group": rc.rows_per_row_group, "features": features.to_dict()}
+    jobs = []
+    for k, r in enumerate(plan):
+        part = meta.iloc[r.start:r.stop].reset_index(drop=True)
+        shas = [shards.sha256_file(Path(f)) for f in files[r.start:r.stop]]
+        jobs.append(shards.ShardJob(data_dir / shards.shard_name(k, len(plan)), part, files[r.start:r.stop],
+                                    shards.fingerprint(part, shas, settings)))
+    wanted = {j.path.name for j in jobs}
+    if data_dir.is_dir():
+        for p in data_dir.glob("*.parquet"):
+            if p.name not in wanted:
+                p.unlink()
+    if (ds_dir / manifest.MANIFEST).exists() and any(not (j.path.is_file() and shards.shard_fingerprint(j.path) == j.fingerprint) for j in jobs):
+        (ds_dir / manifest.MANIFEST).unlink()  # the release is about to change: it is unfinished until re-listed
+    n_written = shards.write_shards(jobs, features, rc.rows_per_row_group, shards.resolve_workers(
+        rc.workers if workers is None else workers), rc.png_compress_level)
+    log.info("shards: %d written, %d already complete", n_written, len(jobs) - n_written)
+
+    # -- figures, model folder, cards ----------------------------------------------------------------------
+    needles = leaks.private_needles(run, [str(cfg.data.path), str(Path(cfg.data.path).resolve())])
+    summary = _read_json(run.audit / "summary.json")
+    ctx = {}
+    for stage, src in (("audit", run.audit), ("eval", run.eval), ("study", run.study)):
+        ctx[f"{stage}_figures"] = copy_figures(src / "figures", ds_dir / "figures" / stage)
+        ctx[f"{stage}_summary"] = _snippet(src / "summary.md", f"figures/{stage}", needles)
+    copy_pipeline(run, model_dir)
+    n_params = count_params(model_dir)
+    ctx.update(card_context(cfg, run, rows, gate, summary, n_params))
+    shard_bytes = sum(j.path.stat().st_size for j in jobs)
+    from pyarrow.parquet import read_metadata
+
+    num_bytes = sum(read_metadata(j.path).row_group(i).total_byte_size for j in jobs for i in range(read_metadata(j.path).num_row_groups))
+    header = render.dataset_header(
+        license=rc.license, pretty_name=rc.pretty_name, n_rows=len(rows), features_yaml=features._to_yaml_list(),
+        num_bytes=num_bytes, download_size=shard_bytes,
+    )
+    atomic.write_text(ds_dir / "README.md", render.render_dataset_card(header, ctx))
+    metrics = _read_json(run.eval / "metrics.json")
+    ctx["metrics_table"] = metrics_table(metrics)
+    ctx["audit_line"] = (f"passed; {ctx['n_flagged']} of {ctx['n_audited']} images flagged, {ctx['n_excluded']} excluded "
+                         f"({ctx['methods']}).")
+    atomic.write_text(model_dir / "README.md", render.render_model_card(
+        render.model_header(license=rc.license, dataset_repo=rc.dataset_repo), ctx))
+
+    found = leaks.find_leaks(ds_dir, needles) + leaks.find_leaks(model_dir, needles)
+    if found:
+        raise PackageError("private source metadata would be released:\n  " + "\n  ".join(found[:10]))
+    for folder in (ds_dir, model_dir):  # temp files are created 0600; a release is meant to be read
+        for p in folder.rglob("*"):
+            if p.is_file():
+                p.chmod(0o644)
+    manifest.write_manifest(model_dir)
+    return manifest.write_manifest(ds_dir)

@@ -1,0 +1,174 @@
+"""Parquet shards in the layout and schema that Hugging Face ``datasets`` reads natively.
+
+Rows are planned into shards by the size of their PNGs (so the shard count N, and the names
+``data/train-0000k-of-0000N.parquet``, are known before anything is written). PNG encoding runs in a
+process pool over every core; each shard is written to a ``.tmp-`` name and renamed when complete, and
+carries a fingerprint of its rows in its schema metadata so a re-run skips shards that are already right.
+The ``image`` column is the ``datasets`` Image feature (struct of ``bytes`` and ``path``) and the schema
+holds the ``huggingface`` feature metadata, so ``load_dataset`` decodes it without a loading script.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+from tqdm import tqdm
+
+from cspine import atomic
+from cspine.images import read_gray
+
+FORMAT_VERSION = 1
+META_KEY = b"cspine"
+
+
+def shard_name(k: int, n: int, split: str = "train") -> str:
+    return f"{split}-{k:05d}-of-{n:05d}.parquet"
+
+
+def plan_shards(sizes: Iterable[int], target_bytes: float) -> list[range]:
+    """Cut rows, in order, into consecutive ranges whose summed sizes stay near ``target_bytes``."""
+    out: list[range] = []
+    start, acc = 0, 0
+    sizes = list(sizes)
+    for i, s in enumerate(sizes):
+        if i > start and acc + s > target_bytes:
+            out.append(range(start, i))
+            start, acc = i, 0
+        acc += s
+    if sizes:
+        out.append(range(start, len(sizes)))
+    return out
+
+
+def encode_png(path: str, compress_level: int = 6) -> bytes:
+    """Re-encode an image file as a metadata-free grayscale PNG (8 or 16 bit kept as is)."""
+    arr = read_gray(path)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
+def _encode_job(job: tuple[str, int]) -> bytes:
+    return encode_png(*job)
+
+
+def features_for(columns: pd.DataFrame):
+    """The ``datasets.Features`` of a shard: an Image column plus the metadata columns of ``columns``."""
+    import datasets
+
+    feats = {"image": datasets.Image()}
+    for name, dtype in columns.dtypes.items():
+        if pd.api.types.is_bool_dtype(dtype):
+            feats[name] = datasets.Value("bool")
+        elif pd.api.types.is_integer_dtype(dtype):
+            feats[name] = datasets.Value("int64")
+        elif pd.api.types.is_float_dtype(dtype):
+            feats[name] = datasets.Value("float32")
+        else:
+            feats[name] = datasets.Value("string")
+    return datasets.Features(feats)
+
+
+def arrow_schema(features) -> pa.Schema:
+    """Arrow schema with the ``huggingface`` metadata that ``datasets`` uses to restore the features."""
+    schema = features.arrow_schema
+    meta = dict(schema.metadata or {})
+    meta.setdefault(b"huggingface", json.dumps({"info": {"features": features.to_dict()}}).encode())
+    return schema.with_metadata(meta)
+
+
+def fingerprint(rows: pd.DataFrame, file_sha: list[str], settings: dict) -> str:
+    """Hash of everything a shard's bytes depend on: its rows, their source files and the settings."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"v": FORMAT_VERSION, **settings}, sort_keys=True).encode())
+    h.update(rows.to_json(orient="records", double_precision=10).encode())
+    h.update("".join(file_sha).encode())
+    return h.hexdigest()
+
+
+def shard_fingerprint(path: Path) -> str | None:
+    """The fingerprint stored in a finished shard, or None when it is unreadable or has none."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (pa.ArrowInvalid, OSError):
+        return None
+    raw = meta.get(META_KEY)
+    return json.loads(raw).get("fingerprint") if raw else None
+
+
+@dataclass
+class ShardJob:
+    path: Path
+    rows: pd.DataFrame  # metadata columns, in output order (no image)
+    files: list[str]  # image file per row
+    fingerprint: str
+
+
+def write_shard(job: ShardJob, images: list[bytes], features, rows_per_group: int) -> None:
+    """Write one shard atomically: temp name, row groups of ``rows_per_group``, rename."""
+    schema = arrow_schema(features)
+    meta = dict(schema.metadata)
+    meta[META_KEY] = json.dumps({"fingerprint": job.fingerprint, "format": FORMAT_VERSION}).encode()
+    schema = schema.with_metadata(meta)
+    cols = {"image": pa.array([{"bytes": b, "path": None} for b in images], type=schema.field("image").type)}
+    for name in job.rows.columns:
+        cols[name] = pa.array(job.rows[name].tolist(), type=schema.field(name).type)
+    table = pa.Table.from_pydict(cols, schema=schema)
+    with atomic.atomic_path(job.path) as tmp:
+        with pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=True) as w:
+            w.write_table(table, row_group_size=rows_per_group)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+def encoded_batches(jobs: list[ShardJob], workers: int, level: int) -> Iterator[tuple[ShardJob, list[bytes]]]:
+    """PNG bytes of each job's images, encoded on ``workers`` processes (1: in this process)."""
+    if workers <= 1:
+        for job in jobs:
+            yield job, [encode_png(f, level) for f in job.files]
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for job in jobs:
+            chunk = max(1, len(job.files) // (workers * 4))
+            yield job, list(pool.map(_encode_job, [(f, level) for f in job.files], chunksize=chunk))
+
+
+def write_shards(jobs: list[ShardJob], features, rows_per_group: int, workers: int, level: int) -> int:
+    """Write the shards that are missing or stale; return how many were written."""
+    todo = [j for j in jobs if not (j.path.is_file() and shard_fingerprint(j.path) == j.fingerprint)]
+    if not todo:
+        return 0
+    bar = tqdm(total=sum(len(j.files) for j in todo), desc="package: shards", unit="img")
+    for job, images in encoded_batches(todo, workers, level):
+        write_shard(job, images, features, rows_per_group)
+        bar.update(len(images))
+    bar.close()
+    return len(todo)
+
+
+def resolve_workers(workers: int) -> int:
+    return workers if workers > 0 else (os.cpu_count() or 1)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    return read_gray(io.BytesIO(data))

@@ -1,0 +1,86 @@
+"""Test data for the audit: phantom radiographs and planted near-copies of training images.
+
+Real radiographs cannot be shipped with tests, so training, holdout and "distinct synthetic" images are
+procedural phantoms of *different patients* (training/phantom), rendered small and resized to R x R.
+Planted copies are training images after one small change each (cycled): a crop of a few percent, a
+brightness/contrast change, noise, JPEG compression, a down-and-up resize, or all of these together.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from cspine.images import from_unit, to_unit
+
+
+def phantoms(n: int, seed: int, size: int = 64) -> np.ndarray:
+    """``n`` phantom radiographs of ``n`` different cases, uint16 [n, size, size]."""
+    from training.phantom import make_image, plan_images
+
+    out = np.empty((n, size, size), dtype=np.uint16)
+    for i, plan in enumerate(plan_images(n, n, seed)):
+        img = make_image(seed, plan, 2 * size, int(1.6 * size))[0]
+        out[i] = resize(img, size)
+    return out
+
+
+def resize(a: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """uint16 image resized (bicubic) to ``size`` (side or (h, w))."""
+    h, w = (size, size) if isinstance(size, int) else size
+    im = Image.fromarray(a.astype(np.float32), mode="F").resize((w, h), Image.Resampling.BICUBIC)
+    return np.rint(np.clip(np.asarray(im), 0, 65535)).astype(np.uint16)
+
+
+def crop(a, rng):
+    """Crop 2-5% off the sides (random split), resize back."""
+    R = a.shape[0]
+    f = rng.uniform(0.02, 0.05)
+    c = max(1, int(round(R * f)))
+    top, left = rng.integers(0, c + 1, size=2)
+    return resize(a[top : R - (c - top), left : R - (c - left)], R)
+
+
+def brightness_contrast(a, rng):
+    x = to_unit(a)
+    gain, bias = rng.uniform(0.8, 1.2), rng.uniform(-0.1, 0.1)
+    return from_unit((x - x.mean()) * gain + x.mean() + bias)
+
+
+def noise(a, rng):
+    return from_unit(to_unit(a) + rng.normal(0, rng.uniform(0.01, 0.03), a.shape))
+
+
+def jpeg(a, rng):
+    buf = io.BytesIO()
+    Image.fromarray(from_unit(to_unit(a), 8)).save(buf, format="JPEG", quality=int(rng.integers(50, 86)))
+    return from_unit(np.asarray(Image.open(buf), dtype=np.float32) / 255.0)
+
+
+def down_up(a, rng):
+    R = a.shape[0]
+    return resize(resize(a, int(round(R * rng.uniform(0.5, 0.8)))), R)
+
+
+def combined(a, rng):
+    for f in (crop, brightness_contrast, noise, jpeg):
+        a = f(a, rng)
+    return a
+
+
+TRANSFORMS = (crop, brightness_contrast, noise, jpeg, down_up, combined)
+
+
+def plant(train: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``n`` modified copies of random training images: (images, source training index, transform name)."""
+    rng = np.random.default_rng(seed)
+    src = rng.choice(len(train), size=n, replace=n > len(train))
+    out = np.empty((n,) + train.shape[1:], dtype=np.uint16)
+    names = []
+    for i, s in enumerate(src):
+        f = TRANSFORMS[i % len(TRANSFORMS)]
+        out[i] = f(train[s], rng)
+        names.append(f.__name__)
+    return out, src, names

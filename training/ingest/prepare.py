@@ -1,0 +1,237 @@
+"""`cspine prepare`: radiographs in ``data.path`` to the run's data/ folder.
+
+Reads only the input folder; writes only ``data/``:
+
+    data/pixels.npy          uint16 [N, R, R], every kept image resized (aspect kept, padded) to R = data.resolution
+    data/index.parquet       INDEX_COLUMNS; ``cache_row`` is the row of pixels.npy; ``labels`` is JSON
+    data/ingest_report.json  skipped files with reasons, duplicates, warnings, counts, fingerprint
+
+Steps: list the inputs (``csxa.list_csxa`` for csxa/phantom, ``folder.list_folder`` for folder), decode
+each once (in worker processes: ``decode.decode_file``, then ``resize.fit_square``), keep the first of
+each group of byte-identical files, decide cases and the split (``split.assign_splits``), map keypoints
+into cache coordinates, then write the three files atomically, the report last. The run fails (after
+writing the report) only when the share of bad files exceeds ``data.max_bad_fraction``. A re-run whose
+fingerprint (inputs + data config + seed) matches the report is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from cspine import atomic
+from cspine.rundir import INDEX_COLUMNS, RunDir
+from training.ingest.csxa import Item, list_csxa
+from training.ingest.decode import decode_file
+from training.ingest.errors import BadFile, IngestError
+from training.ingest.folder import list_folder
+from training.ingest.report import build_report, fingerprint
+from training.ingest.resize import fit_square
+from training.ingest.split import assign_splits
+
+log = logging.getLogger("cspine.prepare")
+
+
+def _process(job: tuple[str, int, int]) -> dict[str, Any]:
+    """Worker: decode one file and fit it into the cache resolution (pure in its arguments)."""
+    path, max_pixels, size = job
+    try:
+        dec = decode_file(path, max_pixels)
+    except BadFile as bad:
+        return {"ok": False, "reason": bad.code, "detail": bad.detail}
+    except MemoryError:
+        return {"ok": False, "reason": "decompression_bomb", "detail": "out of memory while decoding"}
+    except Exception as err:  # a decoder bug must not take the whole run down
+        return {"ok": False, "reason": "unreadable_image", "detail": f"{type(err).__name__}: {err}"}
+    cached, fit = fit_square(dec.pixels, size)
+    return {"ok": True, "sha256": dec.sha256, "pixels": cached, "fit": fit, "kind": dec.kind, "group": dec.group,
+            "width": dec.width, "height": dec.height}
+
+
+def _decode_all(items: list[Item], max_pixels: int, size: int, workers: int, progress: bool) -> list[dict]:
+    jobs = [(str(it.path), max_pixels, size) for it in items]
+    bar = tqdm(total=len(jobs), desc="prepare", unit="img", disable=not progress)
+    out: list[dict] = []
+    if workers > 1 and len(jobs) >= 32:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for res in pool.map(_process, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers)))):
+                out.append(res)
+                bar.update()
+    else:
+        for job in jobs:
+            out.append(_process(job))
+            bar.update()
+    bar.close()
+    return out
+
+
+def _list_inputs(source: str, root: Path) -> tuple[list[Item], list[str], list[Path], dict]:
+    """Items, ignored files, every file the fingerprint covers, and listing info."""
+    if not root.is_dir():
+        hint = " (run `cspine demo-data` first)" if source == "phantom" else ""
+        raise IngestError(f"data.path {root} is not a folder{hint}")
+    if source == "folder":
+        items, ignored = list_folder(root)
+        return items, ignored, [it.path for it in items], {}
+    if source == "phantom":
+        from training.phantom.folder import MANIFEST
+
+        if not (root / MANIFEST).is_file():
+            raise IngestError(f"{root} has no finished phantom data ({MANIFEST} missing): run `cspine demo-data` first")
+    items, info = list_csxa(root)
+    covered = [it.path for it in items]
+    covered += sorted(p for p in (root / "datasets-JSON").glob("*.json")) if (root / "datasets-JSON").is_dir() else []
+    if info.get("metadata_sheet"):
+        covered.append(root / info["metadata_sheet"])
+    return items, [], covered, info
+
+
+def _assign_cases(items: list[Item], results: list[dict], keep: list[int], root: Path) -> None:
+    """Folder source: a case per top-level sub-folder, else per DICOM patient token, else per file.
+
+    The case ids written are opaque (``case-00001``...) so that neither folder names nor patient ids
+    reach the index.
+    """
+    keys: dict[int, str] = {}
+    for i in keep:
+        parts = Path(items[i].rel).parts
+        if len(parts) > 1:
+            keys[i] = "dir:" + parts[0]
+        elif results[i].get("group"):
+            keys[i] = "pt:" + results[i]["group"]
+        else:
+            keys[i] = "file:" + items[i].rel
+    opaque = {k: f"case-{n:05d}" for n, k in enumerate(sorted(set(keys.values())), start=1)}
+    for i in keep:
+        items[i].case_id = opaque[keys[i]]
+
+
+def _labels(item: Item, fit) -> str:
+    out: dict[str, Any] = {}
+    if item.keypoints is not None:
+        out["keypoints"] = {k: [round(v, 3) for v in fit.point(x, y)] for k, (x, y) in item.keypoints.items()}
+    for key in ("curvature", "sex", "age"):
+        if key in item.meta:
+            out[key] = item.meta[key]
+    return json.dumps(out, sort_keys=False)
+
+
+def is_up_to_date(run: RunDir, fp: str) -> bool:
+    if not (run.ingest_report.is_file() and run.index.is_file() and run.pixels.is_file()):
+        return False
+    try:
+        rep = json.loads(run.ingest_report.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return rep.get("fingerprint") == fp and rep.get("status") == "ok"
+
+
+def prepare(cfg, run: RunDir, workers: int | None = None, progress: bool = True, force: bool = False) -> dict:
+    """Ingest ``cfg.data`` into ``run.data``; return the report (``"skipped_run": True`` if up to date)."""
+    t0 = time.time()
+    data = cfg.data
+    root = Path(data.path)
+    items, ignored, covered, info = _list_inputs(data.source, root)
+    fp = fingerprint(data, cfg.seed, covered, root)
+    if not force and is_up_to_date(run, fp):
+        log.info("data/ is up to date for these inputs and this config; nothing to do (use --force to redo)")
+        return json.loads(run.ingest_report.read_text()) | {"skipped_run": True}
+    if not items:
+        raise IngestError(f"no input images found under {root} (data.path, data.source={data.source})")
+    run.data.mkdir(parents=True, exist_ok=True)
+    atomic.clean_temporaries(run.data)
+
+    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    results = _decode_all(items, data.max_image_pixels, data.resolution, workers, progress)
+
+    skipped, duplicates, warnings, keep = [], [], [], []
+    first_by_sha: dict[str, str] = {}
+    json_mismatch = 0
+    for i, (item, res) in enumerate(zip(items, results)):
+        if not res["ok"]:
+            skipped.append({"file": item.rel, "reason": res["reason"], "detail": res["detail"]})
+            continue
+        if res["sha256"] in first_by_sha:
+            duplicates.append({"file": item.rel, "duplicate_of": first_by_sha[res["sha256"]], "sha256": res["sha256"]})
+            continue
+        first_by_sha[res["sha256"]] = item.rel
+        warnings.extend(item.warnings)
+        if item.json_size is not None and item.json_size != (res["width"], res["height"]):
+            json_mismatch += 1
+            warnings.append({"file": item.rel, "warning": "json_size_mismatch",
+                             "detail": f"JSON says {item.json_size[0]}x{item.json_size[1]}, image is "
+                                       f"{res['width']}x{res['height']}; keypoints kept in image pixels"})
+        keep.append(i)
+
+    n_files = len(items)
+    bad_fraction = len(skipped) / n_files
+    extra = {**info, "json_size_mismatch": json_mismatch}
+
+    def fail(message: str) -> None:
+        report = build_report(fingerprint=fp, source=data.source, path=str(root), resolution=data.resolution,
+                              n_files=n_files, skipped=skipped, duplicates=duplicates, ignored=ignored,
+                              warnings=warnings, splits={}, cases={}, max_bad_fraction=data.max_bad_fraction,
+                              seconds=time.time() - t0, status="failed", extra=extra)
+        for stale in (run.index, run.pixels):  # never leave a cache that disagrees with the report
+            if stale.exists():
+                stale.unlink()
+        atomic.write_json(run.ingest_report, report)
+        raise IngestError(f"{message}; see {run.ingest_report}")
+
+    if bad_fraction > data.max_bad_fraction:
+        fail(f"{len(skipped)} of {n_files} input files ({bad_fraction:.1%}) are bad, more than "
+             f"data.max_bad_fraction={data.max_bad_fraction:g}")
+    if not keep:
+        fail(f"none of the {n_files} input files under {root} could be used")
+
+    if data.source == "folder":
+        _assign_cases(items, results, keep, root)
+    splits = assign_splits([items[i].case_id for i in keep], data.holdout_fraction, cfg.seed)
+
+    keep.sort(key=lambda i: items[i].image_id)
+    size = data.resolution
+    pixels = np.empty((len(keep), size, size), np.uint16)
+    rows = []
+    for row, i in enumerate(keep):
+        item, res = items[i], results[i]
+        pixels[row] = res["pixels"]
+        rows.append({
+            "image_id": item.image_id,
+            "source": item.rel,
+            "sha256": res["sha256"],
+            "split": splits[item.case_id],
+            "case_id": item.case_id,
+            "labels": _labels(item, res["fit"]),
+            "width": res["width"],
+            "height": res["height"],
+            "cache_row": row,
+        })
+    index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
+    index["width"] = index["width"].astype("int64")
+    index["height"] = index["height"].astype("int64")
+    index["cache_row"] = index["cache_row"].astype("int64")
+
+    with atomic.atomic_path(run.pixels) as tmp:
+        np.save(tmp, pixels)
+    with atomic.atomic_path(run.index) as tmp:
+        index.to_parquet(tmp, index=False)
+    split_counts = index["split"].value_counts().to_dict()
+    case_counts = index.drop_duplicates("case_id")["split"].value_counts().to_dict()
+    report = build_report(fingerprint=fp, source=data.source, path=str(root), resolution=size, n_files=n_files,
+                          skipped=skipped, duplicates=duplicates, ignored=ignored, warnings=warnings,
+                          splits=split_counts, cases=case_counts, max_bad_fraction=data.max_bad_fraction,
+                          seconds=time.time() - t0, status="ok", extra=extra)
+    atomic.write_json(run.ingest_report, report)  # last: its fingerprint marks data/ as finished
+    log.info("prepare: %d images (%d train, %d holdout, %d cases), %d skipped, %d duplicates in %.1fs",
+             len(index), split_counts.get("train", 0), split_counts.get("holdout", 0), index.case_id.nunique(),
+             len(skipped), len(duplicates), time.time() - t0)
+    return report

@@ -1,0 +1,206 @@
+"""Reproducible image generation from a trained U-Net: the sampling core every later stage calls.
+
+Sits between ``cspine train`` (which writes ``model/pipeline`` and ``model/checkpoints/step-N/unet_ema``)
+and everything that needs synthetic images: ``cspine sample`` (training.sample), the periodic training
+grids, evaluation's sampler speed/quality sweep and the benchmarks.
+
+The guarantee: synthetic image ``i`` depends only on ``(seed, i)``. Each index gets its own
+``torch.Generator`` (seeded from ``SeedSequence([seed, i])``, on the CPU so a GPU gives the same draws),
+which draws the initial noise *and* every stochastic step's noise for that image alone. So the batch
+size, the shard and the process an index lands on change nothing but floating-point rounding in the
+U-Net's batched convolutions (see tests/training/test_sampling.py for the tolerance).
+
+Schedulers (:func:`make_scheduler`): DDPM (ancestral, clips x0 to [-1, 1]), DDIM (eta 0, clips x0) and
+DPM-Solver++ (2nd order multistep). DPM-Solver++ built from a DDPM config does not clip and diverges in
+pixel space, so it is built with ``thresholding=True, sample_max_value=1.0``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cspine.rundir import RunDir
+
+SCHEDULERS = ("ddpm", "ddim", "dpmsolver++")
+
+
+def index_seed(seed: int, index: int) -> int:
+    """The 63-bit seed of synthetic image ``index`` of a run with master ``seed`` (no collisions in practice)."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index)]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def index_generators(seed: int, indices: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per index, seeded by :func:`index_seed`."""
+    return [torch.Generator("cpu").manual_seed(index_seed(seed, i)) for i in indices]
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+def checkpoint_dir(run: RunDir, checkpoint: str) -> Path:
+    """Folder holding the EMA U-Net of ``checkpoint`` ("final" or "step-N")."""
+    if checkpoint == "final":
+        return run.pipeline / "unet"
+    if checkpoint.startswith("step-") and checkpoint[5:].isdigit():
+        return run.checkpoint(int(checkpoint[5:])) / "unet_ema"
+    raise ValueError(f'checkpoint must be "final" or "step-N", got {checkpoint!r}')
+
+
+def load_unet(run: RunDir, checkpoint: str = "final", device: str | torch.device = "cpu"):
+    """The EMA U-Net of a run: ``"final"`` is model/pipeline/unet, ``"step-N"`` is that checkpoint's unet_ema/.
+
+    Loads safetensors only (never a pickle). Returns the model in eval mode on ``device``.
+    """
+    from diffusers import UNet2DModel
+
+    folder = checkpoint_dir(run, checkpoint)
+    if not (folder / "config.json").is_file():
+        stage = "train" if checkpoint == "final" else f"train (checkpoint {checkpoint} is not in {run.checkpoints})"
+        raise FileNotFoundError(f"{folder} has no saved U-Net: run `cspine {stage}` first (run directory {run.root})")
+    unet = UNet2DModel.from_pretrained(folder, use_safetensors=True)
+    return unet.to(device).eval().requires_grad_(False)
+
+
+def _scheduler_config(source: Any) -> dict[str, Any]:
+    """A noise-scheduler config dict from a run, a scheduler, a config mapping or a ModelConfig."""
+    from diffusers import DDPMScheduler
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+    if isinstance(source, SchedulerMixin):
+        return dict(source.config)
+    if isinstance(source, Mapping):
+        return dict(source)
+    if isinstance(source, (str, Path)):
+        source = RunDir(Path(source))
+    if isinstance(source, RunDir):
+        candidates = [source.pipeline / "scheduler" / "scheduler_config.json"]
+        if source.checkpoints.is_dir():
+            steps = sorted((p for p in source.checkpoints.glob("step-*") if p.name[5:].isdigit()),
+                           key=lambda p: int(p.name[5:]), reverse=True)
+            candidates += [p / "scheduler" / "scheduler_config.json" for p in steps]
+        for path in candidates:
+            if path.is_file():
+                return json.loads(path.read_text(encoding="utf-8"))
+        if source.config.is_file():
+            from cspine.config import load_config
+
+            return dict(DDPMScheduler(**noise_scheduler_kwargs(load_config(source.config).model)).config)
+        raise FileNotFoundError(f"no scheduler config in {source.root}: run `cspine train` first")
+    if hasattr(source, "num_train_timesteps") and hasattr(source, "beta_schedule"):  # ModelConfig
+        return dict(DDPMScheduler(**noise_scheduler_kwargs(source)).config)
+    raise TypeError(f"cannot get a scheduler config from {type(source).__name__}")
+
+
+def noise_scheduler_kwargs(model_cfg) -> dict[str, Any]:
+    """DDPMScheduler keyword arguments of a :class:`training.config.ModelConfig`."""
+    return dict(
+        num_train_timesteps=model_cfg.num_train_timesteps,
+        beta_schedule=model_cfg.beta_schedule,
+        prediction_type=model_cfg.prediction_type,
+        clip_sample=True,
+        clip_sample_range=1.0,
+    )
+
+
+def make_scheduler(name: str, config: Any, **overrides: Any):
+    """A fresh inference scheduler ``name`` ("ddpm", "ddim", "dpmsolver++") from the training config.
+
+    ``config``: a RunDir (reads model/pipeline/scheduler or the newest checkpoint's), a run folder path, a
+    scheduler instance (e.g. ``pipeline.scheduler``), a scheduler config mapping, or a ModelConfig.
+    DDPM and DDIM clip the predicted clean image to [-1, 1]; DPM-Solver++ uses thresholding with
+    ``sample_max_value=1.0`` (without it, it diverges in pixel space). ``overrides`` go to ``from_config``.
+    """
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+    base = {k: v for k, v in _scheduler_config(config).items() if not k.startswith("_")}
+    if name == "ddpm":
+        opts = dict(clip_sample=True, clip_sample_range=1.0)
+        cls = DDPMScheduler
+    elif name == "ddim":
+        opts = dict(clip_sample=True, clip_sample_range=1.0, set_alpha_to_one=True, timestep_spacing="trailing")
+        cls = DDIMScheduler
+    elif name in ("dpmsolver++", "dpmsolver"):
+        opts = dict(algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0,
+                    dynamic_thresholding_ratio=0.995, lower_order_final=True, timestep_spacing="trailing")
+        cls = DPMSolverMultistepScheduler
+    else:
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    opts.update(overrides)
+    return cls.from_config({**base, **opts})
+
+
+# -- generation ------------------------------------------------------------------------------------
+
+def _step_kwargs(scheduler) -> set[str]:
+    return set(inspect.signature(scheduler.step).parameters)
+
+
+@torch.no_grad()
+def generate_batch(unet, scheduler, indices: Sequence[int], seed: int, steps: int, progress_bar=None) -> torch.Tensor:
+    """Denoise one batch; returns float32 [n, R, R] in [0, 1] on the CPU. ``scheduler`` is not modified."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    sched = copy.deepcopy(scheduler)
+    sched.set_timesteps(steps)
+    device = unet.device
+    dtype = unet.dtype
+    size = unet.config.sample_size
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    gens = index_generators(seed, indices)
+    x = randn_tensor((len(indices), unet.config.in_channels, *size), generator=gens, device=device, dtype=dtype)
+    x = x * sched.init_noise_sigma
+    accepts_generator = "generator" in _step_kwargs(sched)
+    for t in sched.timesteps:
+        model_in = sched.scale_model_input(x, t)
+        eps = unet(model_in, t).sample
+        if accepts_generator:
+            x = sched.step(eps, t, x, generator=gens).prev_sample
+        else:
+            x = sched.step(eps, t, x).prev_sample
+        if progress_bar is not None:
+            progress_bar.update(1)
+    out = (x.float() / 2 + 0.5).clamp(0, 1)
+    return out[:, 0].cpu()
+
+
+def generate(
+    unet,
+    scheduler,
+    indices: Sequence[int],
+    seed: int,
+    steps: int,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> np.ndarray:
+    """Synthetic images ``indices`` of a run with sampling ``seed``: float32 [n, R, R] in [0, 1].
+
+    Image ``i`` depends only on ``(seed, i)`` (per-index generators for the initial and every step's
+    noise), not on ``batch_size`` or on which other indices are in the call.
+    """
+    from tqdm.auto import tqdm
+
+    indices = [int(i) for i in indices]
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    if not indices:
+        size = unet.config.sample_size
+        return np.zeros((0, size, size), dtype=np.float32)
+    batches = [indices[k:k + batch_size] for k in range(0, len(indices), batch_size)]
+    sched = copy.deepcopy(scheduler)
+    sched.set_timesteps(steps)
+    n_steps = len(sched.timesteps)
+    bar = tqdm(total=len(batches) * n_steps, desc=f"sampling {len(indices)} images", unit="step",
+               disable=not progress, leave=False)
+    try:
+        out = [generate_batch(unet, scheduler, b, seed, steps, bar) for b in batches]
+    finally:
+        bar.close()
+    return torch.cat(out).numpy().astype(np.float32, copy=False)

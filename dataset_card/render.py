@@ -52,10 +52,12 @@ def model_header(*, license: str, dataset_repo: str) -> dict:
 
 
 def include_snippet(md: str, figure_prefix: str) -> str:
-    """A stage's summary.md made fit for the card: figures/NAME.png -> {figure_prefix}/NAME.png,
-    headings pushed below the card's own level-2 sections."""
+    """A stage's summary.md made fit for the card: figures/NAME.png -> {figure_prefix}/NAME.png, and its
+    headings shifted so the highest is level 3 (below the card's own level-2 sections)."""
     md = re.sub(r"(\]\(|src=[\"'])figures/", lambda m: m.group(1) + figure_prefix.rstrip("/") + "/", md)
-    md = re.sub(r"^(#{1,6}) ", lambda m: "#" * min(6, len(m.group(1)) + 2) + " ", md, flags=re.M)
+    levels = [len(h) for h in re.findall(r"^(#{1,6}) ", md, flags=re.M)]
+    shift = max(0, 3 - min(levels)) if levels else 0
+    md = re.sub(r"^(#{1,6}) ", lambda m: "#" * min(6, len(m.group(1)) + shift) + " ", md, flags=re.M)
     return md.strip()
 
 

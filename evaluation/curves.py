@@ -4,7 +4,8 @@ sampler speed (the speed-quality curve that justifies the default sampler).
 Both generate images with training.sampling (image i depends only on (seed, i), so every checkpoint and
 every sampler is scored on the same noise), embed them with the bundled Inception through the shared
 feature cache, and compare with a fixed real reference set: KID (torchmetrics, mean +- std over subsets)
-and FID (exact low-rank Fréchet distance, equal to torchmetrics' FID, fast for small n). Each point is
+(subsets of at most half the images, so the std is a
+noise scale) and FID (exact low-rank Fréchet distance, equal to torchmetrics' FID, fast for small n). Each point is
 stored in a JSON file under eval/ as soon as it is done, keyed by its settings, so an interrupted run
 resumes and a finished one is skipped.
 """
@@ -64,7 +65,10 @@ def score_generated(images01: np.ndarray, name: str, ref_feats: np.ndarray, kid_
     """KID and FID of freshly generated images [n, R, R] in [0, 1] against reference features."""
     fake = from_unit(name, images01)
     feats = set_features(fake, batch_size=batch_size, progress=progress)
-    k = kid(ref_feats, feats, subset_size=kid_subset, subsets=kid_subsets, seed=seed)
+    # subsets of at most half of each set, so that the std across subsets reflects sampling noise (a subset
+    # as large as the set would repeat the same images and report a spread of zero); conservative at n
+    size = max(2, min(kid_subset, len(feats) // 2, len(ref_feats) // 2))
+    k = kid(ref_feats, feats, subset_size=size, subsets=kid_subsets, seed=seed)
     return {"kid": k["mean"], "kid_std": k["std"], "kid_subset_size": k["subset_size"],
             "fid": frechet_distance_lowrank(ref_feats, feats), "n_images": len(fake), "n_real": len(ref_feats)}
 

@@ -39,6 +39,7 @@ def frd(real: np.ndarray, fake: np.ndarray, workers: int = 1) -> float:
         if len(a) < 2:
             raise ValueError(f"FRD needs at least 2 {name} images, got {len(a)}")
     logging.getLogger("radiomics").setLevel(logging.ERROR)
+    logging.getLogger("pykwalify").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="cspine-frd-") as tmp:
         lists = []
         for name, arr in (("real", real), ("fake", fake)):

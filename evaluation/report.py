@@ -76,6 +76,8 @@ def plot_checkpoint_curve(rows: list[dict], loss_csv: Path, path: Path) -> None:
 def plot_sampler_curve(rows: list[dict], rec: dict | None, path: Path) -> None:
     """KID and FID against images/s per sampler, step counts annotated."""
     plt = _plt()
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     colors = {"ddpm": "C3", "ddim": "C0", "dpmsolver++": "C2"}
     for name in sorted({r["scheduler"] for r in rows}):
@@ -96,6 +98,8 @@ def plot_sampler_curve(rows: list[dict], rec: dict | None, path: Path) -> None:
                     label=f"recommended: {rec['scheduler']} {rec['steps']}")
     for ax, lab in ((ax1, "KID vs holdout"), (ax2, "FID vs holdout (biased at small n)")):
         ax.set_xscale("log"), ax.set_xlabel("images / s (this machine)"), ax.set_ylabel(lab)
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.legend(fontsize=7)
     n = rows[0]["n_images"] if rows else 0
     fig.suptitle(f"Sampler speed-quality ({n} images per setting; step counts annotated)", fontsize=10)

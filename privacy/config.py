@@ -47,6 +47,11 @@ class AuditConfig(Strict):
         "holdout images lie within it of a training image: the floor would then flag distinct images.",
     )
     pixel_size: int = Field(32, ge=8, le=256, description="Side of the downsampled image compared in pixel space.")
+    pixel_align_steps: int = Field(
+        4, ge=0, le=8,
+        description="Pixel method: compare against every crop of each reference image of up to this many 64ths "
+        "of its side, at every offset (4 -> 55 crops, up to 6%), so cropped copies line up; 0 = no alignment.",
+    )
     min_methods: int = Field(
         1, ge=1,
         description="A synthetic image is flagged when at least this many methods flag it (an absolute floor always flags).",

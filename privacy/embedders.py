@@ -71,6 +71,25 @@ class Embedder:
         """float32 features [b, D] of gray images [b, H, W] (raw: not normalised)."""
         raise NotImplementedError
 
+    #: reference images are embedded as this many vectors each (distance: the best of them)
+    groups: int = 1
+
+    @property
+    def base_method_id(self) -> str:
+        return self.method_id if self.groups == 1 else f"{self.method_id}:base{self.groups}"
+
+    def compute_base(self, images: np.ndarray) -> np.ndarray:
+        """Features of reference (training/holdout) images: [b, groups * D]."""
+        return self.compute(images)
+
+    def finalise_base(self, feats: np.ndarray) -> np.ndarray:
+        """Reference features [n, groups*D] -> search rows [groups * n, D], group-major."""
+        if self.groups == 1:
+            return self.finalise(feats)
+        n = len(feats)
+        per = feats.reshape(n, self.groups, -1).transpose(1, 0, 2).reshape(n * self.groups, -1)
+        return self.finalise(per)
+
     def finalise(self, feats: np.ndarray) -> np.ndarray:
         """Turn (cached) raw features into what search compares: unit vectors, or packed hash words."""
         if self.metric == "cosine":
@@ -93,12 +112,36 @@ def pack_bits(bits: np.ndarray) -> np.ndarray:
 
 
 # -- pixel space -----------------------------------------------------------------------------------
+def crop_grid(steps: int, unit: float = 1 / 64) -> list[tuple[float, float, float]]:
+    """Crops (total, top, left) as fractions of the side: total k*unit for k <= steps, every offset."""
+    out = []
+    for k in range(steps + 1):
+        for t in range(k + 1):
+            for l in range(k + 1):
+                out.append((k * unit, t * unit, l * unit))
+    return out
+
+
 @dataclass
 class PixelEmbedder(Embedder):
+    """Pixel correlation, tolerant of small crops/shifts.
+
+    A synthetic or holdout image is one vector: the image area-downsampled to ``size`` x ``size``,
+    mean-subtracted and unit-normalised (so dot products are Pearson correlations, blind to brightness and
+    contrast). A *reference* image (training, or holdout for the DCR check) is many: the same vector for
+    every crop of up to ``align_steps``/64 of the side at every offset (55 for 4 steps), and the distance to
+    it is the best over them, so a copy cropped by a few percent still lines up with its source.
+    """
+
     size: int = 32
+    align_steps: int = 4
     name: str = "pixel"
     metric: Metric = "cosine"
-    batch_size: int = 1024
+    batch_size: int = 512
+
+    @property
+    def groups(self) -> int:  # type: ignore[override]
+        return len(crop_grid(self.align_steps))
 
     @property
     def method_id(self) -> str:
@@ -106,15 +149,30 @@ class PixelEmbedder(Embedder):
 
     @property
     def describe(self) -> str:
-        return f"pixels: {self.size}x{self.size} area-downsampled, mean/norm-normalised, Pearson correlation"
+        return (f"pixels: {self.size}x{self.size} area-downsampled, intensity-normalised, Pearson correlation, best "
+                f"over {self.groups} crops of up to {self.align_steps / 64:.0%} of each reference image")
+
+    def _vectors(self, x, crop: tuple[float, float, float]) -> np.ndarray:
+        import torch
+
+        R_h, R_w = x.shape[-2:]
+        k, t, l = crop
+        ct, cl = round(k * R_h), round(k * R_w)
+        top, left = round(t * R_h), round(l * R_w)
+        x = x[:, :, top : R_h - (ct - top), left : R_w - (cl - left)]
+        v = torch.nn.functional.adaptive_avg_pool2d(x, self.size).reshape(len(x), -1).numpy()
+        return l2_normalise(v - v.mean(axis=1, keepdims=True))
 
     def compute(self, images: np.ndarray) -> np.ndarray:
         import torch
 
+        return self._vectors(torch.from_numpy(to_unit_batch(images))[:, None], (0.0, 0.0, 0.0))
+
+    def compute_base(self, images: np.ndarray) -> np.ndarray:
+        import torch
+
         x = torch.from_numpy(to_unit_batch(images))[:, None]
-        x = torch.nn.functional.adaptive_avg_pool2d(x, self.size).reshape(len(x), -1).numpy()
-        x = x - x.mean(axis=1, keepdims=True)
-        return l2_normalise(x)
+        return np.concatenate([self._vectors(x, c) for c in crop_grid(self.align_steps)], axis=1)
 
 
 # -- perceptual hashes -----------------------------------------------------------------------------
@@ -325,7 +383,7 @@ def build_embedders(cfg, notes: list[str]) -> list[Embedder]:
         elif m in ("phash", "dhash"):
             out.append(HashEmbedder(kind=m))
         elif m == "pixel":
-            out.append(PixelEmbedder(size=cfg.pixel_size))
+            out.append(PixelEmbedder(size=cfg.pixel_size, align_steps=cfg.pixel_align_steps))
         else:  # pragma: no cover - the config's Literal forbids it
             raise ValueError(f"audit.methods: unknown method {m!r}")
     return out

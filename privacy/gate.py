@@ -3,8 +3,8 @@
 ``cspine audit`` writes ``audit/summary.json``; :func:`read_gate` reads it back into a :class:`Gate`.
 A run may be released when its audit passed, i.e. no synthetic image was flagged as too close to a
 training image, or the flagged ones were excluded (``--exclude-flagged`` / ``audit.exclude_flagged``),
-in which case ``excluded`` holds the image ids that packaging must drop. A missing or unreadable audit
-is a failed gate whose ``reason`` says what to run.
+in which case ``excluded`` holds the image ids that packaging must drop. A missing or unreadable audit,
+or one made before samples/samples.parquet last changed, is a failed gate whose ``reason`` says what to run.
 """
 
 from __future__ import annotations
@@ -61,4 +61,11 @@ def read_gate(run: RunDir | str | Path) -> Gate:
         return Gate(False, set(), f"{path} is unreadable ({err}): rerun `cspine audit`")
     if not isinstance(summary, dict):
         return Gate(False, set(), f"{path} is not a JSON object: rerun `cspine audit`")
+    run = run if isinstance(run, RunDir) else RunDir(Path(run))
+    audited = (summary.get("inputs") or {}).get("samples_sha256")
+    if audited and run.samples_table.is_file():
+        from privacy.inputs import file_sha256
+
+        if file_sha256(run.samples_table) != audited:
+            return Gate(False, set(), f"{run.samples_table} changed after the audit ({path}): rerun `cspine audit`")
     return gate_from_summary(summary, str(path))

@@ -47,22 +47,28 @@ def topk(
     mem_bytes: int = DEFAULT_MEM,
     progress: bool = False,
     desc: str = "search",
+    groups: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k nearest rows of ``base`` for each row of ``query``: (indices int64 [n, k'], distances [n, k']).
 
-    ``k' = min(k, len(base))``. ``metric`` is "cosine" (rows unit-normalised float32; distance 1 - dot)
-    or "hamming" (packed uint64 words; distance in bits).
+    ``k' = min(k, n_base)``. ``metric`` is "cosine" (rows unit-normalised float32; distance 1 - dot)
+    or "hamming" (packed uint64 words; distance in bits). With ``groups`` > 1, ``base`` holds ``groups``
+    vectors per reference item, group-major (row ``g * n_base + j``), and the distance to item ``j`` is the
+    smallest over its vectors (used for crop-tolerant pixel matching).
     """
     if len(base) == 0:
         raise ValueError("nearest-neighbour search against an empty set")
-    k = min(k, len(base))
+    if len(base) % groups:
+        raise ValueError(f"base has {len(base)} rows, not a multiple of groups={groups}")
+    n_base = len(base) // groups
+    k = min(k, n_base)
     n = len(query)
     idx = np.empty((n, k), dtype=np.int64)
     if metric == "cosine":
         query = np.ascontiguousarray(query, dtype=np.float32)
         base = np.ascontiguousarray(base, dtype=np.float32)
         dist_out = np.empty((n, k), dtype=np.float32)
-        rows = _block_rows(len(base), 4, chunk_size, mem_bytes)
+        rows = _block_rows(len(base) + n_base, 4, chunk_size, mem_bytes)
     elif metric == "hamming":
         if query.dtype != np.uint64 or base.dtype != np.uint64:
             raise TypeError("hamming search expects packed uint64 hash words")
@@ -79,9 +85,13 @@ def topk(
         q = query[s : s + rows]
         if metric == "cosine":
             d = q @ base.T
+            if groups > 1:
+                d = d.reshape(len(q), groups, n_base).max(axis=1)
             np.subtract(1.0, d, out=d)
         else:
             d = hamming_matrix(q, base)
+            if groups > 1:
+                d = d.reshape(len(q), groups, n_base).min(axis=1)
         idx[s : s + len(q)], dist_out[s : s + len(q)] = _select(d, k)
     return idx, dist_out
 

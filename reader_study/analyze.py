@@ -199,7 +199,7 @@ def summary_md(res: dict) -> str:
     """The Markdown snippet the dataset card includes (no top-level header; figures as figures/NAME.png)."""
     k, acc = res["alternatives"], res["accuracy"]["pooled"]
     mrmc = res["mrmc_bootstrap"]
-    lines = ["### Expert reader study (blinded visual Turing test)", ""]
+    lines = ["Blinded visual Turing test (`cspine study`).", ""]
     if res["simulated"]:
         lines += ["> **Simulated raters**: these numbers come from `cspine study simulate`, not from human experts. "
                   "They show the analysis works; they say nothing about the images.", ""]
@@ -243,7 +243,7 @@ def run_analysis(paths: StudyPaths, n_boot: int, seed: int, alpha: float, includ
     """Analyse study/ and write its outputs; returns the results (None when nobody has answered yet)."""
     study = load_study(paths)
     if not paths.answer_key.exists():
-        raise SystemExit(f"{paths.answer_key} is missing: the answers cannot be scored without it")
+        raise FileNotFoundError(f"{paths.answer_key} is missing: the answers cannot be scored without it")
     key = json.loads(paths.answer_key.read_text())
     with store.connect(paths.db) as conn:
         rows = store.responses(conn)

@@ -40,6 +40,10 @@ from reader_study.design import REAL, DesignError, Trial, make_trials, rater_ord
 log = logging.getLogger("cspine.study")
 
 
+class StudyError(ValueError):
+    """The study cannot be built or used as asked (the message says why and what to do)."""
+
+
 class StudyPaths:
     """The files of study/ (the run directory contract names study.json, answer_key.json, responses.sqlite)."""
 
@@ -181,7 +185,7 @@ def build_study(cfg: Config, run: RunDir, force: bool = False) -> dict:
             log.info("study already built (%s, %d trials): skipping", current["study_id"], current["n_trials"])
             return current
         if _has_answers(paths):
-            raise SystemExit(
+            raise StudyError(
                 f"{paths.study_json}: the inputs or the study design changed, but {paths.db} holds answers to the "
                 "current study; move study/ away (or set --run-dir) before building a new one"
             )
@@ -190,7 +194,7 @@ def build_study(cfg: Config, run: RunDir, force: bool = False) -> dict:
     try:
         trials, warnings = make_trials(real_ids, synthetic, s.trials, s.alternatives, cfg.seed, s.allow_fewer_trials)
     except DesignError as err:
-        raise SystemExit(f"cspine study build: {err}") from None
+        raise StudyError(str(err)) from None
     for w in warnings:
         log.warning(w)
 
@@ -265,5 +269,5 @@ def _key_entry(t: Trial, names: dict) -> dict:
 
 def load_study(paths: StudyPaths) -> dict:
     if not paths.study_json.exists():
-        raise SystemExit(f"{paths.study_json} does not exist: run `cspine study build` first")
+        raise FileNotFoundError(f"{paths.study_json} does not exist: run `cspine study build` first")
     return json.loads(paths.study_json.read_text())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from cspine.stage import add_run_options, open_run
 
@@ -73,11 +74,15 @@ def _analyze(args: argparse.Namespace) -> int:
     acc = res["accuracy"]["pooled"]
     print(f"{res['n_raters']} raters, {res['n_answers']} answers{' (SIMULATED)' if res['simulated'] else ''}: "
           f"accuracy {acc['accuracy']:.3f} (chance {acc['chance']:.3f}, binomial p {acc['p_binomial_two_sided']:.3g}); "
-          f"Fleiss kappa {res['agreement']['on_choice']['fleiss_kappa']}")
+          f"Fleiss kappa {_fmt(res['agreement']['on_choice']['fleiss_kappa'])}")
     for g, d in res["realism"].items():
-        print(f"  realism {g}: mean {d.get('mean')}")
+        print(f"  realism {g}: mean {_fmt(d.get('mean'))} (n {d['n']})")
     print(f"wrote {paths.results}, {paths.summary}, {paths.figures}/")
     return 0
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 def _add_rater(args: argparse.Namespace) -> int:
@@ -118,6 +123,22 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clear_errors(name: str, func):
+    """Bad input (a missing file, a malformed table) ends with one line naming it, not a traceback."""
+    from cspine.config import ConfigError
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except ConfigError:
+            raise
+        except (FileNotFoundError, ValueError) as err:
+            print(f"cspine study {name}: {err}", file=sys.stderr)
+            return 2
+
+    return run
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study", help="expert reader study: build trials, serve the rater app, analyze answers",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,7 +147,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     def action(name: str, text: str, func) -> argparse.ArgumentParser:
         q = ssub.add_parser(name, help=text, description=text)
         add_run_options(q)
-        q.set_defaults(func=func)
+        q.set_defaults(func=_clear_errors(name, func))
         return q
 
     q = action("build", "build study/ from held-out real images and synthetic samples (skips if built)", _build)

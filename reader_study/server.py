@@ -26,7 +26,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import FastAPI, Header, HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 
@@ -128,7 +128,7 @@ def create_app(study_dir: Path, admin_token: str) -> FastAPI:
         return rows
 
     @app.get("/admin/progress.json")
-    def admin_progress(request: Request, token: str | None = None, x_admin_token: str | None = Header(None)) -> JSONResponse:
+    def admin_progress(token: str | None = None, x_admin_token: str | None = Header(None)) -> JSONResponse:
         check_admin(token or x_admin_token)
         return JSONResponse({"n_trials": n_trials, "raters": progress()}, headers=_NO_STORE)
 

@@ -157,6 +157,21 @@ def card_context(cfg: Config, run: RunDir, rows: pd.DataFrame, gate: audit.Gate,
     )
 
 
+def released_model_facts(model_dir: Path) -> dict:
+    """Architecture and noise schedule read from the released pipeline's own config files."""
+    unet = _read_json(model_dir / "unet" / "config.json")
+    sched = _read_json(model_dir / "scheduler" / "scheduler_config.json")
+    out = {}
+    if unet:
+        out["block_out_channels"] = list(unet.get("block_out_channels", []))
+        size = unet.get("sample_size")
+        out["resolution"] = size[0] if isinstance(size, list) else size
+    if sched:
+        out.update(num_train_timesteps=sched.get("num_train_timesteps"), beta_schedule=sched.get("beta_schedule"),
+                   prediction_type=sched.get("prediction_type"))
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def _snippet(path: Path, prefix: str, needles: set[str]) -> str:
     return leaks.redact(render.include_snippet(path.read_text(encoding="utf-8"), prefix), needles) if path.is_file() else ""
 
@@ -207,11 +222,13 @@ def package(cfg: Config, run: RunDir, workers: int | None = None) -> dict:
     summary = _read_json(run.audit / "summary.json")
     ctx = {}
     for stage, src in (("audit", run.audit), ("eval", run.eval), ("study", run.study)):
-        ctx[f"{stage}_figures"] = copy_figures(src / "figures", ds_dir / "figures" / stage)
+        figs = copy_figures(src / "figures", ds_dir / "figures" / stage)
         ctx[f"{stage}_summary"] = _snippet(src / "summary.md", f"figures/{stage}", needles)
+        ctx[f"{stage}_figures"] = [f for f in figs if f["path"] not in ctx[f"{stage}_summary"]]  # not shown twice
     copy_pipeline(run, model_dir)
     n_params = count_params(model_dir)
     ctx.update(card_context(cfg, run, rows, gate, summary, n_params))
+    ctx.update(released_model_facts(model_dir))  # what the released weights are, not what the config asked for
     shard_bytes = sum(j.path.stat().st_size for j in jobs)
     from pyarrow.parquet import read_metadata
 

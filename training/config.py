@@ -14,7 +14,11 @@ class PhantomConfig(Strict):
     """The procedural phantom generator (`cspine demo-data`)."""
 
     count: int = Field(240, ge=1, description="Number of phantom radiographs.")
-    cases: int = Field(120, ge=1, description="Number of distinct cases (patients); images per case = count/cases.")
+    cases: int = Field(
+        120, ge=1, le=8999,
+        description="Number of distinct cases (patients, 4-digit ids): each gets one image, the remaining "
+        "count - cases images go to seeded random cases (so some cases have two or more, like follow-ups).",
+    )
     height: int = Field(512, ge=64, description="Height of each phantom PNG in pixels.")
     width: int = Field(400, ge=64, description="Width of each phantom PNG in pixels.")
     seed: int = Field(1234, description="Seed of the generator; same seed, same files.")

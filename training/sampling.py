@@ -144,8 +144,12 @@ def _step_kwargs(scheduler) -> set[str]:
 
 
 @torch.no_grad()
-def generate_batch(unet, scheduler, indices: Sequence[int], seed: int, steps: int, progress_bar=None) -> torch.Tensor:
-    """Denoise one batch; returns float32 [n, R, R] in [0, 1] on the CPU. ``scheduler`` is not modified."""
+def generate_batch(unet, scheduler, indices: Sequence[int], seed: int, steps: int, progress_bar=None,
+                   clamp: bool = True) -> torch.Tensor:
+    """Denoise one batch; returns float32 [n, R, R] in [0, 1] on the CPU. ``scheduler`` is not modified.
+
+    ``clamp=False`` returns the final sample unclamped (still mapped by x/2 + 0.5), for range checks.
+    """
     from diffusers.utils.torch_utils import randn_tensor
 
     sched = copy.deepcopy(scheduler)
@@ -167,7 +171,9 @@ def generate_batch(unet, scheduler, indices: Sequence[int], seed: int, steps: in
             x = sched.step(eps, t, x).prev_sample
         if progress_bar is not None:
             progress_bar.update(1)
-    out = (x.float() / 2 + 0.5).clamp(0, 1)
+    out = x.float() / 2 + 0.5
+    if clamp:
+        out = out.clamp(0, 1)
     return out[:, 0].cpu()
 
 

@@ -14,7 +14,7 @@ from scipy import stats as sps
 
 from reader_study import store
 from reader_study.assets import chunk_layout, encode_png, png_chunks
-from reader_study.build import StudyPaths, build_study
+from reader_study.build import StudyError, StudyPaths, build_study
 from reader_study.design import DesignError, make_trials, rater_order
 from tests.reader_study.conftest import GROUPS, study_config
 
@@ -115,7 +115,7 @@ def test_build_skips_when_built_and_refuses_to_invalidate_answers(built_study, c
     with store.connect(paths.db) as conn:
         rater = store.raters(conn)[0]
         store.submit(conn, rater, 0, 1, [1, 2, 3, 4], 4, 4)
-    with pytest.raises(SystemExit, match="holds answers"):
+    with pytest.raises(StudyError, match="holds answers"):
         build_study(study_config(run, trials=8), run)
     assert paths.study_json.read_text() == before
 

@@ -99,3 +99,38 @@ def test_analyze_with_no_answers_writes_nothing(built_study):
     cfg, run, paths = built_study
     assert run_analysis(paths, n_boot=50, seed=0, alpha=0.05) is None
     assert not paths.results.exists()
+
+
+def test_cli_build_simulate_analyze(study_run, capsys):
+    """The stage works from its CLI alone, the way `cspine release` calls it."""
+    from release.cli import main
+    from tests.reader_study.conftest import REPO
+
+    common = ["--config", str(REPO / "configs" / "demo.yaml"), "--run-dir", str(study_run.root),
+              "--set", "study.trials=8", "--set", "study.image_size=64", "--set", "study.bootstrap=100"]
+    assert main(["study", "analyze", *common]) == 2  # not built yet: a one-line error, not a traceback
+    assert "run `cspine study build` first" in capsys.readouterr().err
+    assert main(["study", "build", *common]) == 0
+    assert main(["study", "build", *common]) == 0  # skips
+    assert main(["study", "analyze", *common]) == 0  # nobody answered yet: says so, writes nothing
+    assert not (study_run.study / "results.json").exists()
+    assert main(["study", "simulate", *common, "--raters", "3", "--policy", "0.5"]) == 0
+    assert main(["study", "analyze", *common]) == 0
+    res = json.loads((study_run.study / "results.json").read_text())
+    assert res["n_answers"] == 24 and res["simulated"] and res["mrmc_bootstrap"]["resamples_requested"] == 100
+    assert main(["study", "add-rater", *common, "--name", "Dr A"]) == 0
+    assert "Dr A" in (study_run.study / "access_codes.csv").read_text()
+
+
+@pytest.mark.parametrize("policy", ["chance", "perfect"])
+def test_pairs_on_a_five_point_scale(policy):
+    """The other groups' design: pairs (k = 2), 5-point scale."""
+    res = analyze(*paper_sized(policy, raters=6, trials=40, k=2, likert=5), n_boot=200)
+    acc = res["accuracy"]["pooled"]
+    assert acc["chance"] == 0.5 and acc["n"] == 240
+    if policy == "perfect":
+        assert acc["accuracy"] == 1.0 and res["realism"]["real"]["mean"] == 5
+        assert all(res["paired_tests"]["by_response"][g]["ttest_p_holm"] < 1e-6 for g in GROUPS)
+    else:
+        assert acc["ci_low"] < 0.5 < acc["ci_high"]
+        assert set(res["realism"]["real"]["counts"]) == {"1", "2", "3", "4", "5"}

@@ -78,4 +78,4 @@ def test_helpers():
     assert size_category(999) == "n<1K" and size_category(1000) == "1K<n<10K" and size_category(250_000) == "100K<n<1M"
     md = "# Title\n\n![a](figures/x.png) <img src=\"figures/y.png\">"
     out = include_snippet(md, "figures/audit")
-    assert out.startswith("### Title") and "figures/audit/x.png" in out and "figures/audit/y.png" in out
+    assert out.startswith("### Title") and include_snippet("## A\n### B", "f").split("\n") == ["### A", "#### B"] and "figures/audit/x.png" in out and "figures/audit/y.png" in out

@@ -17,6 +17,7 @@ some files of the real set) and only counted as warnings once the image is decod
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from training.ingest.errors import IngestError
 from training.ingest.labels import KEYPOINT_LABELS
 
 PNG_DIR, JSON_DIR = "datasets-PNG", "datasets-JSON"
+_CANONICAL = {k.lower(): k for k in KEYPOINT_LABELS}  # labels match ignoring case and extra spaces
+log = logging.getLogger("cspine.prepare")
 _SHEET_SUFFIXES = (".xlsx", ".xls", ".csv")
 _ID_COLUMNS = ("image", "image id", "image_id", "imageid", "image name", "pic_id", "pic id", "file", "filename",
                "file name", "name", "id", "number", "no", "no.")
@@ -62,9 +65,9 @@ def read_labelme(path: Path) -> tuple[dict[str, tuple[float, float]], tuple[int,
     ann = json.loads(path.read_text(encoding="utf-8"))
     pts: dict[str, tuple[float, float]] = {}
     for shape in ann.get("shapes", []):
-        label = str(shape.get("label", "")).strip()
+        label = _CANONICAL.get(" ".join(str(shape.get("label", "")).split()).lower())
         points = shape.get("points") or []
-        if label in KEYPOINT_LABELS and points:
+        if label is not None and points:
             x, y = points[0][:2]
             pts[label] = (float(x), float(y))
     size = None
@@ -99,8 +102,15 @@ def _number(value) -> float | None:
     return None if math.isnan(f) else f
 
 
+class SheetProblem(Exception):
+    """The metadata sheet exists but cannot be used; ingestion goes on without it and reports why."""
+
+
 def read_metadata(root: Path) -> tuple[dict[str, dict], Path | None]:
-    """Per-image metadata keyed by image name (stem) from the folder's metadata sheet, and the sheet path."""
+    """Per-image metadata keyed by image name (stem) from the folder's metadata sheet, and the sheet path.
+
+    Raises :class:`SheetProblem` (naming the sheet) when it cannot be read or has no image column.
+    """
     sheets = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in _SHEET_SUFFIXES and not p.name.startswith((".", "~$")))
     if not sheets:
         return {}, None
@@ -109,13 +119,13 @@ def read_metadata(root: Path) -> tuple[dict[str, dict], Path | None]:
     try:
         df = pd.read_csv(sheet, dtype=str) if sheet.suffix.lower() == ".csv" else pd.read_excel(sheet, sheet_name=0, dtype=str)
     except ImportError as err:
-        raise IngestError(f"cannot read the metadata sheet {sheet}: {err} (install openpyxl, or save it as CSV)") from None
+        raise SheetProblem(f"cannot read the metadata sheet {sheet}: {err} (install openpyxl, or save it as CSV)") from None
     except Exception as err:
-        raise IngestError(f"cannot read the metadata sheet {sheet}: {type(err).__name__}: {err}") from None
+        raise SheetProblem(f"cannot read the metadata sheet {sheet}: {type(err).__name__}: {err}") from None
     cols = {str(c).strip().lower(): c for c in df.columns}
     id_col = _pick(cols, _ID_COLUMNS)
     if id_col is None:
-        raise IngestError(f"metadata sheet {sheet} has no image column (expected one of: {', '.join(_ID_COLUMNS[:6])})")
+        raise SheetProblem(f"metadata sheet {sheet} has no image column (expected one of: {', '.join(_ID_COLUMNS[:6])})")
     sex_col, age_col, curv_col = _pick(cols, _SEX_COLUMNS), _pick(cols, _AGE_COLUMNS), _pick(cols, _CURV_COLUMNS)
     out: dict[str, dict] = {}
     for _, row in df.iterrows():
@@ -140,7 +150,12 @@ def list_csxa(root: str | Path) -> tuple[list[Item], dict]:
     if not png_dir.is_dir():
         raise IngestError(f"{root} is not in the CSXA layout: {png_dir} is missing (data.path, data.source)")
     json_dir = root / JSON_DIR
-    meta, sheet = read_metadata(root)
+    sheet_problem = None
+    try:
+        meta, sheet = read_metadata(root)
+    except SheetProblem as err:
+        log.warning("%s; going on without curvature/sex/age", err)
+        meta, sheet, sheet_problem = {}, None, str(err)
     files = sorted(p for p in png_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
     items: list[Item] = []
     used_ids: set[str] = set()
@@ -167,4 +182,6 @@ def list_csxa(root: str | Path) -> tuple[list[Item], dict]:
             item.warnings.append({"file": item.rel, "warning": "no_metadata_row", "detail": f"{stem} not in {sheet.name}"})
         items.append(item)
     info = {"metadata_sheet": sheet.name if sheet else None, "annotations": JSON_DIR if json_dir.is_dir() else None}
+    if sheet_problem:
+        info["metadata_sheet_problem"] = sheet_problem
     return items, info

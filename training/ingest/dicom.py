@@ -76,7 +76,8 @@ def read_dicom(data: bytes, max_pixels: int, force: bool = False) -> tuple[np.nd
         arr = ds.pixel_array
     except Exception as err:
         text = str(err).lower()
-        code = "truncated" if ("length" in text or "truncat" in text or "end of" in text or "eof" in text) else "unreadable_dicom"
+        short = ("less than expected", "length", "truncat", "end of", "eof")
+        code = "truncated" if any(k in text for k in short) else "unreadable_dicom"
         raise BadFile(code, f"pixel data cannot be decoded: {type(err).__name__}: {err}") from None
     if frames > 1:
         arr = arr[0]  # a multi-frame radiograph: the first frame

@@ -90,8 +90,7 @@ def _list_inputs(source: str, root: Path) -> tuple[list[Item], list[str], list[P
     items, info = list_csxa(root)
     covered = [it.path for it in items]
     covered += sorted(p for p in (root / "datasets-JSON").glob("*.json")) if (root / "datasets-JSON").is_dir() else []
-    if info.get("metadata_sheet"):
-        covered.append(root / info["metadata_sheet"])
+    covered += sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in (".xlsx", ".xls", ".csv"))
     return items, [], covered, info
 
 
@@ -149,6 +148,9 @@ def prepare(cfg, run: RunDir, workers: int | None = None, progress: bool = True,
         raise IngestError(f"no input images found under {root} (data.path, data.source={data.source})")
     run.data.mkdir(parents=True, exist_ok=True)
     atomic.clean_temporaries(run.data)
+    # while this run works, data/ is not finished: no index or report from an older run may be read
+    for old in (run.ingest_report, run.index):
+        old.unlink(missing_ok=True)
 
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     results = _decode_all(items, data.max_image_pixels, data.resolution, workers, progress)

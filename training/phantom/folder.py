@@ -38,6 +38,7 @@ log = logging.getLogger("cspine.phantom")
 
 GENERATOR_VERSION = "phantom-3"
 MANIFEST = "phantom.json"
+STARTED = ".phantom-started"
 METADATA_XLSX = "CSXA-metadata.xlsx"
 METADATA_CSV = "CSXA-metadata.csv"
 PNG_DIR, JSON_DIR = "datasets-PNG", "datasets-JSON"
@@ -180,11 +181,16 @@ def write_phantom_folder(out: str | os.PathLike[str], phantom_cfg, workers: int 
         log.info("phantom data in %s is complete for this config; nothing to do", out)
         return json.loads((out / MANIFEST).read_text()) | {"skipped": True}
     man = out / MANIFEST
-    if man.exists():  # another config made it: the old manifest no longer describes the folder
-        man.unlink()
+    started = out / STARTED
+    fp = fingerprint(phantom_cfg)
+    if man.exists() or (started.exists() and started.read_text().strip() != fp):
+        # made (or begun) with another config: its files are not this data set's; start afresh
+        man.unlink(missing_ok=True)
         for sub in (PNG_DIR, JSON_DIR):
             for p in (out / sub).glob("*"):
                 p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(started, fp + "\n")  # lets an interrupted run resume only with the same config
     (out / PNG_DIR).mkdir(parents=True, exist_ok=True)
     (out / JSON_DIR).mkdir(parents=True, exist_ok=True)
     atomic.clean_temporaries(out)
@@ -209,7 +215,7 @@ def write_phantom_folder(out: str | os.PathLike[str], phantom_cfg, workers: int 
     files = [f"{PNG_DIR}/{p.name}.png" for p in plans] + [f"{JSON_DIR}/{p.name}.json" for p in plans] + [sheet.name]
     manifest = {
         "generator": GENERATOR_VERSION,
-        "fingerprint": fingerprint(phantom_cfg),
+        "fingerprint": fp,
         "config": phantom_cfg.model_dump(mode="json"),
         "images": len(plans),
         "cases": len({p.case_index for p in plans}),
@@ -218,4 +224,5 @@ def write_phantom_folder(out: str | os.PathLike[str], phantom_cfg, workers: int 
         "files": files,
     }
     atomic.write_json(man, manifest)  # written last: its presence means the folder is complete
+    started.unlink(missing_ok=True)
     return manifest

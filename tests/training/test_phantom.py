@@ -1,0 +1,165 @@
+"""The phantom generator: determinism, anatomy (keypoints, curvature, bone brightness), the CSXA-shaped
+folder, its completeness check, and that it goes through the same CSXA loader as the real set."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from cspine.config import load_config
+from cspine.rundir import INDEX_COLUMNS, RunDir
+from training.config import PhantomConfig
+from training.ingest.labels import KEYPOINT_LABELS
+from training.ingest.prepare import prepare
+from training.phantom import is_complete, make_image, plan_images, write_phantom_folder
+from training.phantom.anatomy import keypoints, layout, sample_case
+from training.phantom.render import render
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL = dict(count=14, cases=9, height=160, width=128, seed=5)
+
+
+def test_plan_gives_some_cases_two_images():
+    plans = plan_images(14, 9, seed=5)
+    per_case = pd.Series([p.case_index for p in plans]).value_counts()
+    assert len(per_case) == 9 and per_case.max() == 2 and (per_case == 1).sum() == 4
+    assert all(p.name[:4] == p.case_id for p in plans)
+    assert len({p.name for p in plans}) == 14
+
+
+def test_image_depends_only_on_seed_and_index():
+    plans = plan_images(6, 4, seed=9)
+    a = make_image(9, plans[3], 128, 100)
+    b = make_image(9, plans[3], 128, 100)
+    assert np.array_equal(a[0], b[0]) and a[1] == b[1] and a[2] == b[2]
+    c = make_image(10, plans[3], 128, 100)
+    assert not np.array_equal(a[0], c[0])
+    assert a[0].dtype == np.uint16 and a[0].shape == (128, 100)
+    assert a[0].max() > 40000 and a[0].min() < 10000  # uses the 16-bit range
+
+
+def test_two_images_of_a_case_share_the_patient_but_differ():
+    plans = plan_images(4, 2, seed=1)
+    same = [p for p in plans if p.case_index == plans[0].case_index]
+    assert len(same) == 2
+    (i1, k1, _, m1), (i2, k2, _, m2) = (make_image(1, p, 160, 128) for p in same)
+    assert not np.array_equal(i1, i2)
+    assert {k: v for k, v in m1.items() if k != "Image"} == {k: v for k, v in m2.items() if k != "Image"}
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_keypoints_are_anatomically_ordered_and_bone_is_bright(index):
+    case = sample_case(3, index)
+    pose = np.random.default_rng([3, index, 1])
+    verts = layout(case, 512, 400, pose)
+    img = render(case, verts, 512, 400, pose)
+    kp = keypoints(verts)
+    assert list(kp) == list(KEYPOINT_LABELS)
+    for level in range(3, 8):
+        tl, tr = kp[f"C{level} top left"], kp[f"C{level} top right"]
+        bl, br = kp[f"C{level} bottom left"], kp[f"C{level} bottom right"]
+        assert tl[0] < tr[0] and bl[0] < br[0]  # left = anterior, patient faces left
+        assert tl[1] < bl[1] and tr[1] < br[1]  # top above bottom
+        if level > 3:
+            assert kp[f"C{level - 1} bottom left"][1] < tl[1]  # a disc between levels
+    assert kp["C2 centroid"][1] < kp["C2 bottom left"][1] < kp["C3 top left"][1]
+    # the C4 body is brighter than the soft tissue two body-depths in front of it
+    c4 = np.mean([kp[f"C4 {s}"] for s in ("top left", "top right", "bottom left", "bottom right")], axis=0)
+    depth = kp["C4 top right"][0] - kp["C4 top left"][0]
+    x, y = int(c4[0]), int(c4[1])
+    body = img[y - 3:y + 4, x - 3:x + 4].mean()
+    front = img[y - 3:y + 4, int(x - 2 * depth) - 3:int(x - 2 * depth) + 4].mean()
+    assert body > front + 0.1, (body, front)
+
+
+@pytest.mark.parametrize("curvature,sign", [(1, -1), (5, +1)])
+def test_curvature_class_bends_the_column_the_right_way(curvature, sign):
+    case = dataclasses.replace(sample_case(0, 0), curvature=curvature, amplitude=0.08, lean=0.0,
+                               seg_noise=(0.0,) * 6)
+    verts = layout(case, 512, 400, np.random.default_rng(0))
+    top, bottom = verts[0].center, verts[-1].center
+    mid = verts[3].center  # C5
+    t = (mid[1] - top[1]) / (bottom[1] - top[1])
+    chord_x = top[0] + t * (bottom[0] - top[0])
+    # lordosis bulges anteriorly (to the left, smaller x), kyphosis posteriorly
+    assert sign * (mid[0] - chord_x) > 5.0
+
+
+def test_folder_is_csxa_shaped_complete_and_skipped_when_done(tmp_path):
+    cfg = PhantomConfig(**SMALL)
+    out = tmp_path / "raw"
+    man = write_phantom_folder(out, cfg, workers=1, progress=False)
+    pngs = sorted((out / "datasets-PNG").glob("*.png"))
+    jsons = sorted((out / "datasets-JSON").glob("*.json"))
+    assert len(pngs) == len(jsons) == 14 and man["images"] == 14 and man["cases"] == 9
+    with Image.open(pngs[0]) as im:
+        assert im.mode.startswith("I;16") and im.size == (128, 160)
+    ann = json.loads(jsons[0].read_text())
+    assert [s["label"] for s in ann["shapes"]] == list(KEYPOINT_LABELS)
+    assert all(s["shape_type"] == "point" and len(s["points"]) == 1 for s in ann["shapes"])
+    sheet = pd.read_excel(out / "CSXA-metadata.xlsx")
+    assert {"Image", "Gender", "Age", "Curvature"} <= set(sheet.columns)
+    assert sheet.Curvature.between(1, 5).all() and set(sheet.Gender) <= {"Male", "Female"}
+    assert is_complete(out, cfg)
+    # a second run does nothing; a removed file is re-made identically
+    again = write_phantom_folder(out, cfg, workers=1, progress=False)
+    assert again.get("skipped") is True
+    data = pngs[3].read_bytes()
+    pngs[3].unlink()
+    assert not is_complete(out, cfg)
+    write_phantom_folder(out, cfg, workers=1, progress=False)
+    assert pngs[3].read_bytes() == data
+    # another config is another data set
+    assert not is_complete(out, PhantomConfig(**{**SMALL, "seed": 6}))
+
+
+def test_some_json_sizes_disagree_with_the_png():
+    plans = plan_images(60, 60, seed=2)
+    mismatched = 0
+    for p in plans:
+        img, _, ann, _ = make_image(2, p, 80, 64)
+        mismatched += (ann["imageHeight"], ann["imageWidth"]) != img.shape
+    assert 0 < mismatched < 15  # about 8%, as a few in the real set
+
+
+def test_phantom_goes_through_the_csxa_loader(tmp_path):
+    cfg = load_config(REPO / "configs" / "demo.yaml", {
+        "run_dir": str(tmp_path / "run"), "data.path": str(tmp_path / "raw"), "data.resolution": 32,
+        **{f"data.phantom.{k}": v for k, v in SMALL.items()},
+    })
+    write_phantom_folder(cfg.data.path, cfg.data.phantom, workers=1, progress=False)
+    run = RunDir(cfg.resolved_run_dir)
+    report = prepare(cfg, run, workers=1, progress=False)
+    idx = pd.read_parquet(run.index)
+    assert tuple(idx.columns) == INDEX_COLUMNS and len(idx) == 14
+    assert report["metadata_sheet"] == "CSXA-metadata.xlsx" and report["counts"]["skipped"] == 0
+    assert set(idx.case_id) == {n[:4] for n in idx.image_id}
+    assert idx.groupby("case_id").split.nunique().max() == 1
+    assert set(idx.split) == {"train", "holdout"}
+    for labels in map(json.loads, idx.labels):
+        assert list(labels["keypoints"]) == list(KEYPOINT_LABELS)
+        assert labels["curvature"] in range(1, 6) and labels["sex"] in ("M", "F")
+        xs = [p[0] for p in labels["keypoints"].values()]
+        ys = [p[1] for p in labels["keypoints"].values()]
+        assert 0 <= min(xs) and max(xs) < 32 and 0 <= min(ys) and max(ys) < 32
+
+
+def test_interrupted_run_with_another_config_starts_afresh(tmp_path):
+    out = tmp_path / "raw"
+    cfg_a = PhantomConfig(**{**SMALL, "count": 4, "cases": 4})
+    cfg_b = PhantomConfig(**{**SMALL, "count": 4, "cases": 4, "seed": 77})
+    write_phantom_folder(out, cfg_a, workers=1, progress=False)
+    # simulate a run of config A killed before its manifest: files there, no manifest
+    (out / "phantom.json").unlink()
+    (out / ".phantom-started").write_text("not-this-config\n")
+    write_phantom_folder(out, cfg_b, workers=1, progress=False)
+    plans = plan_images(4, 4, seed=77)
+    expect = make_image(77, plans[0], SMALL["height"], SMALL["width"])[0]
+    got = np.array(Image.open(out / "datasets-PNG" / f"{plans[0].name}.png"))
+    assert np.array_equal(got, expect) and is_complete(out, cfg_b)

@@ -213,6 +213,10 @@ def summary_md(res: dict) -> str:
         + (f"; MRMC bootstrap over raters and cases {mrmc['accuracy']['ci_low']:.1%}-{mrmc['accuracy']['ci_high']:.1%}"
            if mrmc.get("accuracy", {}).get("ci_low") is not None else "") + ".",
     ]
+    picked = res["accuracy"]["chosen_group_counts"]
+    total = max(1, sum(picked.values()))
+    lines.append("- **Picked as real**: " + ", ".join(f"{g} {n / total:.1%}" for g, n in picked.items())
+                 + f" (if the images were indistinguishable, each image of a trial would be picked {1 / k:.1%} of the time).")
     fk = res["agreement"]["on_choice"]["fleiss_kappa"]
     lines.append(f"- **Agreement** on the image picked: Fleiss' kappa = {fk:.3f}" if fk is not None
                  else "- **Agreement**: Fleiss' kappa not available (needs two raters who answered every trial).")

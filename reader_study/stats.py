@@ -6,7 +6,7 @@
 - realism scores: description per group, paired Wilcoxon signed-rank and paired t-tests, Holm correction;
 - multi-reader multi-case (MRMC) bootstrap: raters and cases resampled together, percentile intervals.
 
-scipy and statsmodels do the tests; the kappas and the Clopper-Pearson bound are written out (short, and
+scipy does the tests; the kappas, the Clopper-Pearson bound and Holm's step are written out (short, and
 checked in tests/reader_study against statsmodels, scipy and published worked examples).
 """
 
@@ -17,7 +17,6 @@ from itertools import combinations
 
 import numpy as np
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 
 def _f(x) -> float | None:
@@ -152,13 +151,19 @@ def paired_tests(real, synthetic) -> dict:
 
 
 def holm(pvalues: list[float | None], alpha: float = 0.05) -> list[float | None]:
-    """Holm step-down adjusted p-values (statsmodels), None kept where a test was undefined."""
+    """Holm (1979) step-down adjusted p-values; None kept where a test was undefined (not counted).
+
+    Sorted ascending, p_(i) is multiplied by (m - i) and the running maximum taken, capped at 1 (the same as
+    statsmodels' ``multipletests(method="holm")``, which the tests check against; written out here because
+    statsmodels runs a full garbage collection on every call).
+    """
     idx = [i for i, p in enumerate(pvalues) if p is not None]
     out: list[float | None] = [None] * len(pvalues)
-    if idx:
-        adj = multipletests([pvalues[i] for i in idx], alpha=alpha, method="holm")[1]
-        for i, p in zip(idx, adj):
-            out[i] = float(p)
+    m = len(idx)
+    running = 0.0
+    for rank, i in enumerate(sorted(idx, key=lambda j: pvalues[j])):
+        running = max(running, min(1.0, (m - rank) * float(pvalues[i])))
+        out[i] = running
     return out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -139,7 +140,8 @@ def encoded_batches(jobs: list[ShardJob], workers: int, level: int) -> Iterator[
         for job in jobs:
             yield job, [encode_png(f, level) for f in job.files]
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # forkserver: workers start from a clean process, not a fork of one that may hold torch/tqdm threads.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
         for job in jobs:
             chunk = max(1, len(job.files) // (workers * 4))
             yield job, list(pool.map(_encode_job, [(f, level) for f in job.files], chunksize=chunk))

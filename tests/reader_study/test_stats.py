@@ -11,6 +11,7 @@ from scipy import stats as sps
 from statsmodels.stats.inter_rater import cohens_kappa as sm_cohens_kappa
 from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 from statsmodels.stats.proportion import proportion_confint
+from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import DescrStatsW
 
 from reader_study import stats
@@ -49,6 +50,10 @@ def test_cohen_kappa_published_example_and_statsmodels():
 def test_holm_reproduces_the_papers_adjusted_p_values():
     adjusted = stats.holm([0.1277, 0.2357, 1.0])
     assert [round(p, 3) for p in adjusted] == [0.383, 0.471, 1.000]
+    rng = np.random.default_rng(5)
+    for m in (1, 2, 5, 12):
+        p = list(rng.random(m) ** 3)
+        assert stats.holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]), abs=1e-12)
     # an undefined test stays undefined and does not count towards the family
     assert stats.holm([0.01, None, 0.04]) == pytest.approx([0.02, None, 0.04])
 

@@ -163,3 +163,15 @@ def test_interrupted_run_with_another_config_starts_afresh(tmp_path):
     expect = make_image(77, plans[0], SMALL["height"], SMALL["width"])[0]
     got = np.array(Image.open(out / "datasets-PNG" / f"{plans[0].name}.png"))
     assert np.array_equal(got, expect) and is_complete(out, cfg_b)
+
+
+def test_prepare_refuses_phantom_data_of_another_config(tmp_path):
+    from training.ingest.errors import IngestError
+
+    over = {"run_dir": str(tmp_path / "run"), "data.path": str(tmp_path / "raw"), "data.resolution": 32,
+            **{f"data.phantom.{k}": v for k, v in SMALL.items()}}
+    cfg = load_config(REPO / "configs" / "demo.yaml", over)
+    write_phantom_folder(cfg.data.path, cfg.data.phantom, workers=1, progress=False)
+    other = load_config(REPO / "configs" / "demo.yaml", {**over, "data.phantom.seed": 99})
+    with pytest.raises(IngestError, match="demo-data"):
+        prepare(other, RunDir(other.resolved_run_dir), workers=1, progress=False)

@@ -74,7 +74,7 @@ def _decode_all(items: list[Item], max_pixels: int, size: int, workers: int, pro
     return out
 
 
-def _list_inputs(source: str, root: Path) -> tuple[list[Item], list[str], list[Path], dict]:
+def _list_inputs(source: str, root: Path, phantom_cfg=None) -> tuple[list[Item], list[str], list[Path], dict]:
     """Items, ignored files, every file the fingerprint covers, and listing info."""
     if not root.is_dir():
         hint = " (run `cspine demo-data` first)" if source == "phantom" else ""
@@ -83,10 +83,13 @@ def _list_inputs(source: str, root: Path) -> tuple[list[Item], list[str], list[P
         items, ignored = list_folder(root)
         return items, ignored, [it.path for it in items], {}
     if source == "phantom":
-        from training.phantom.folder import MANIFEST
+        from training.phantom.folder import MANIFEST, is_complete
 
         if not (root / MANIFEST).is_file():
             raise IngestError(f"{root} has no finished phantom data ({MANIFEST} missing): run `cspine demo-data` first")
+        if phantom_cfg is not None and not is_complete(root, phantom_cfg):
+            raise IngestError(f"the phantom data in {root} was made with another data.phantom config (or is missing "
+                              "files): run `cspine demo-data` with this config first")
     items, info = list_csxa(root)
     covered = [it.path for it in items]
     covered += sorted(p for p in (root / "datasets-JSON").glob("*.json")) if (root / "datasets-JSON").is_dir() else []
@@ -139,7 +142,7 @@ def prepare(cfg, run: RunDir, workers: int | None = None, progress: bool = True,
     t0 = time.time()
     data = cfg.data
     root = Path(data.path)
-    items, ignored, covered, info = _list_inputs(data.source, root)
+    items, ignored, covered, info = _list_inputs(data.source, root, data.phantom)
     fp = fingerprint(data, cfg.seed, covered, root)
     if not force and is_up_to_date(run, fp):
         log.info("data/ is up to date for these inputs and this config; nothing to do (use --force to redo)")

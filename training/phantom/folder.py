@@ -6,7 +6,8 @@ image's pose and exposure, render it (``render.render``) and write
     <out>/datasets-PNG/<name>.png      16-bit grayscale radiograph
     <out>/datasets-JSON/<name>.json    LabelMe JSON with the 23 CSXA keypoints
     <out>/CSXA-metadata.xlsx           one row per image: Image, Gender, Age, Curvature (1-5), ...
-    <out>/phantom.json                 manifest: generator version + config fingerprint + files
+    <out>/phantom.json                 manifest: generator version + config fingerprint + files (written last)
+    <out>/.phantom-started             the fingerprint of a run in progress (removed when it finishes)
 
 ``<name>`` is the 4-digit case id followed by a 2-digit image number (``100102`` is case 1001's second
 image), so the CSXA loader finds the case as the first 4 digits of the file name. As in the real set,
@@ -36,7 +37,8 @@ from training.phantom.render import render
 
 log = logging.getLogger("cspine.phantom")
 
-GENERATOR_VERSION = "phantom-3"
+#: Bump whenever the rendering changes: it is part of the fingerprint, so old folders are remade.
+GENERATOR_VERSION = "phantom-4"
 MANIFEST = "phantom.json"
 STARTED = ".phantom-started"
 METADATA_XLSX = "CSXA-metadata.xlsx"
@@ -160,17 +162,19 @@ def _write_metadata(out: Path, rows: list[dict]) -> Path:
     return path
 
 
+def _recorded_fingerprint(manifest: Path) -> str | None:
+    try:
+        return json.loads(manifest.read_text()).get("fingerprint")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
 def is_complete(out: Path, phantom_cfg) -> bool:
     """True when ``out`` holds a finished phantom set made with this config."""
     man = Path(out) / MANIFEST
-    if not man.is_file():
+    if _recorded_fingerprint(man) != fingerprint(phantom_cfg):
         return False
-    try:
-        meta = json.loads(man.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    if meta.get("fingerprint") != fingerprint(phantom_cfg):
-        return False
+    meta = json.loads(man.read_text())
     return all((Path(out) / f).is_file() for f in meta.get("files", []))
 
 
@@ -183,7 +187,7 @@ def write_phantom_folder(out: str | os.PathLike[str], phantom_cfg, workers: int 
     man = out / MANIFEST
     started = out / STARTED
     fp = fingerprint(phantom_cfg)
-    if man.exists() or (started.exists() and started.read_text().strip() != fp):
+    if _recorded_fingerprint(man) not in (None, fp) or (started.exists() and started.read_text().strip() != fp):
         # made (or begun) with another config: its files are not this data set's; start afresh
         man.unlink(missing_ok=True)
         for sub in (PNG_DIR, JSON_DIR):

@@ -116,16 +116,17 @@ def _bones(cv: _Canvas, verts: list[Vertebra], rng: np.random.Generator) -> None
 
     # skull: vault and occiput filling the top, its base reaching down to the dens tip behind it
     top = dens_tip - c2.e_v * a2 * 0.3
-    occ_c = np.array([top[0] + a2 * 4.2, top[1] - a2 * 5.6])
-    cv.ellipse_shell(occ_c, a2 * 8.5, a2 * 5.8, 0.32, 0.55, 0.06, angle=-0.35)
+    occ_c = np.array([top[0] + a2 * 4.6, top[1] - a2 * 6.4])
+    cv.ellipse_shell(occ_c, a2 * 9.2, a2 * 6.6, 0.3, 0.55, 0.05, angle=-0.35)  # outer table and vault
+    cv.ellipse_shell(occ_c, a2 * 8.5, a2 * 6.0, 0.0, 0.3, 0.03, angle=-0.35)  # inner table
     cv.capsule(top + c2.e_u * a2 * 0.9 - c2.e_v * a2 * 0.9, top + c2.e_u * a2 * 1.1 + c2.e_v * a2 * 0.35,
                0.6 * a2, 0.35 * a2, 0.35, 0.2)  # mastoid process
     # mandible: ramus rising from the angle at about C2-C3, body running forward to the chin
     angle_pt = c3.center - c2.e_u * a2 * 2.4 - c2.e_v * c3.b * 0.6 + rng.normal(0, 0.2, 2) * a2
     ramus_top = angle_pt + np.array([a2 * 0.6, -a2 * 4.0])
     chin = angle_pt + np.array([-a2 * 5.5, a2 * 0.9 + rng.normal(0, 0.3) * a2])
-    cv.capsule(angle_pt, ramus_top, 0.7 * a2, 0.6 * a2, 0.2, 0.35)
-    cv.capsule(angle_pt, chin, 0.7 * a2, 0.85 * a2, 0.22, 0.4)
+    cv.capsule(angle_pt, ramus_top, 0.8 * a2, 0.65 * a2, 0.2, 0.28)
+    cv.capsule(angle_pt + np.array([-a2 * 0.2, a2 * 0.1]), chin, 0.75 * a2, 0.9 * a2, 0.22, 0.32)
     # hyoid at C3-C4, well in front of the spine
     hy = c3.center - c3.e_u * c3.a * 3.0 + c3.e_v * c3.b * 1.2
     cv.capsule(hy, hy - np.array([a2 * 0.9, a2 * 0.15]), 0.18 * a2, 0.13 * a2, 0.35, 0.3)

@@ -26,18 +26,43 @@ class PrecomputedFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 2 or x.shape[1] != self.num_features:  # torchmetrics probes with a dummy image: answer in shape
-            return torch.zeros(x.shape[0], self.num_features, dtype=torch.float32)
+            return torch.zeros(x.shape[0], self.num_features, dtype=torch.float64)
         return x
 
 
-def fid(real: np.ndarray, fake: np.ndarray) -> float:
-    """FID between two feature sets [n, D] (torchmetrics FrechetInceptionDistance on precomputed features)."""
+def affine_hull_projection(real: np.ndarray, fake: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets in orthonormal coordinates of their joint affine hull (<= n1 + n2 - 1 dims), float64.
+
+    An isometry of every point involved: means, covariances and so the Fréchet distance are unchanged,
+    while the eigen-decomposition shrinks from D x D (2048) to r x r. Returns the inputs when r >= D.
+    """
+    r, f = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    origin = r.mean(0)
+    stacked = np.concatenate([r, f]) - origin
+    if len(stacked) - 1 >= r.shape[1]:
+        return r, f
+    u, sv, vt = np.linalg.svd(stacked, full_matrices=False)
+    keep = sv > sv.max() * 1e-12 if sv.size and sv.max() > 0 else np.zeros_like(sv, dtype=bool)
+    basis = vt[keep].T if keep.any() else np.zeros((r.shape[1], 1))
+    return (r - origin) @ basis, (f - origin) @ basis
+
+
+def fid(real: np.ndarray, fake: np.ndarray, project: bool = True) -> float:
+    """FID between two feature sets [n, D]: torchmetrics FrechetInceptionDistance on precomputed features.
+
+    With ``project`` (default) the features are first mapped isometrically onto their joint affine hull
+    (:func:`affine_hull_projection`), which leaves the value unchanged (tested) but makes torchmetrics'
+    D x D eigenvalue problem r x r: seconds instead of a minute for 2048-d features on this CPU.
+    """
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     _check_pair(real, fake, 2)
+    if project:
+        real, fake = affine_hull_projection(real, fake)
     metric = FrechetInceptionDistance(feature=PrecomputedFeatures(real.shape[1]))
-    metric.update(torch.from_numpy(np.asarray(real, np.float32)), real=True)
-    metric.update(torch.from_numpy(np.asarray(fake, np.float32)), real=False)
+    metric.set_dtype(torch.float64)
+    metric.update(torch.from_numpy(np.asarray(real, np.float64)), real=True)
+    metric.update(torch.from_numpy(np.asarray(fake, np.float64)), real=False)
     return float(metric.compute())
 
 

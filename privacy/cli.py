@@ -49,8 +49,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     cfg, run = open_run(args)
     acfg = cfg.audit
     if args.methods:
-        acfg = acfg.model_copy(update={"methods": [m.strip() for m in args.methods.split(",") if m.strip()]})
-        acfg = type(acfg).model_validate(acfg.model_dump())
+        from pydantic import ValidationError
+
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        try:
+            acfg = type(acfg).model_validate(acfg.model_dump() | {"methods": methods})
+        except ValidationError:
+            raise SystemExit(f"--methods {args.methods!r}: choose from clip,inception,phash,dhash,pixel") from None
     exclude = bool(args.exclude_flagged or acfg.exclude_flagged)
     summary_path = run.audit / "summary.json"
     fp = settings_fingerprint(acfg, exclude, quick_inputs_fingerprint(run))

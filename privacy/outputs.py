@@ -34,6 +34,8 @@ def fmt(m: MethodResult, d: float) -> str:
 
 def threshold_text(m: MethodResult) -> str:
     t = m.threshold
+    if m.metric == "hamming" and t.calibrated <= 0 and t.floor is None:
+        return "never here: real unseen images reach 0 bits"
     parts = [f"&lt; {fmt(m, t.calibrated)}" if m.metric == "hamming" else f"closer than {fmt(m, t.calibrated)}"]
     if t.floor is not None:
         parts.append(f"or within {fmt(m, t.floor)}")
@@ -139,7 +141,7 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:26px 0 8px} .sub{colo
 .verdict{display:inline-block;padding:6px 14px;border-radius:6px;font-weight:600;margin:12px 0;font-size:15px}
 .pass{background:#d9f2e0;color:#145c2c;border:1px solid #8fd1a4}.fail{background:#fde2e1;color:#8a1c17;border:1px solid #f0a19c}
 table.m{border-collapse:collapse;font-size:13px;background:#fff} table.m td,table.m th{border:1px solid #dde1e6;padding:5px 9px;text-align:left}
-table.m th{background:#eef1f4} .note{font-size:12px;color:#6b4e00;background:#fff6d6;border:1px solid #f0dc8c;padding:6px 10px;border-radius:4px;margin:4px 0}
+table.m th{background:#eef1f4} .note{font-size:12px;color:#5c4400;background:#fff8e1;border:1px solid #f0dc8c;padding:6px 12px;border-radius:4px;margin:4px 0} .note ul{margin:4px 0;padding-left:18px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(600px,1fr));gap:14px}
 .card{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:10px 12px}
 .card.flag{border:2px solid #d9534f;background:#fff8f8}
@@ -172,8 +174,8 @@ def render_report(result: AuditResult, inputs: AuditInputs, fig_dir: Path, n_pai
         f"calibration) · methods: {esc(', '.join(s['methods_run']))}</div>",
         f"<div class='verdict {'pass' if passed else 'fail'}'>{esc(verdict)}</div>",
     ]
-    for note in s.get("notes", []):
-        out.append(f"<div class='note'>{esc(note)}</div>")
+    if s.get("notes"):
+        out.append("<div class='note'><b>Notes</b><ul>" + "".join(f"<li>{esc(n)}</li>" for n in s["notes"]) + "</ul></div>")
     out.append("<h2>Methods</h2><table class='m'><tr><th>method</th><th>embedder</th><th>flag when nearest training image is</th>"
                "<th>flagged</th><th>synthetic closer to train than holdout (50% ideal)</th><th>median distance syn→train / holdout→train</th></tr>")
     for m in result.methods:

@@ -184,12 +184,14 @@ def build_study(cfg: Config, run: RunDir, force: bool = False) -> dict:
         if current.get("fingerprint") == fp and paths.answer_key.exists() and paths.db.exists() and not force:
             log.info("study already built (%s, %d trials): skipping", current["study_id"], current["n_trials"])
             return current
-        if _has_answers(paths):
-            raise StudyError(
-                f"{paths.study_json}: the inputs or the study design changed, but {paths.db} holds answers to the "
-                "current study; move study/ away (or set --run-dir) before building a new one"
-            )
         log.info("design or inputs changed: rebuilding study/")
+    if _has_answers(paths):
+        raise StudyError(
+            f"{paths.study_json}: the inputs or the study design changed (or study.json is missing), but {paths.db} "
+            "holds answers to the current study; move study/ away (or set --run-dir) before building a new one"
+        )
+    for leftover in paths.root.glob(".tmp-assets-*") if paths.root.exists() else []:
+        shutil.rmtree(leftover, ignore_errors=True)  # from a build that was killed
     s = cfg.study
     try:
         trials, warnings = make_trials(real_ids, synthetic, s.trials, s.alternatives, cfg.seed, s.allow_fewer_trials)

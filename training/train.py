@@ -371,6 +371,7 @@ def train(
             if main:
                 writer.writerow(dict(step=step, loss=f"{mean_loss:.6f}", lr=f"{lr:.6g}",
                                      ema_decay=f"{ema.cur_decay_value or 0.0:.6f}", images_per_s=f"{rate:.2f}"))
+                log_fh.flush()
                 if tc.tensorboard:
                     accelerator.log({"loss": mean_loss, "lr": lr}, step=step)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.1f}")

@@ -51,7 +51,7 @@ def test_holm_reproduces_the_papers_adjusted_p_values():
     adjusted = stats.holm([0.1277, 0.2357, 1.0])
     assert [round(p, 3) for p in adjusted] == [0.383, 0.471, 1.000]
     rng = np.random.default_rng(5)
-    for m in (1, 2, 5, 12):
+    for m in (3, 12):  # (statsmodels runs gc.collect() per call: keep the calls few)
         p = list(rng.random(m) ** 3)
         assert stats.holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]), abs=1e-12)
     # an undefined test stays undefined and does not count towards the family

@@ -1,0 +1,70 @@
+"""`cspine evaluate` end to end on the fake run (tests/fakerun.py: blob images, a randomly initialised tiny
+U-Net, so curve numbers are meaningless but every path runs): metrics.json, summary.md, figures, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from release.cli import main
+
+
+def _args(run, *extra):
+    return ["evaluate", "--config", str(run.config), "--run-dir", str(run.root), "--no-progress",
+            "--set", "evaluate.max_images=10", "--set", "evaluate.frd_max_images=6",
+            "--set", "evaluate.diversity_pairs=20", "--set", "evaluate.kid_subsets=20",
+            "--set", "evaluate.checkpoint_curve.num_images=4", "--set", "evaluate.checkpoint_curve.steps=3",
+            "--set", "evaluate.sampler_curve.num_images=4",
+            "--set", "evaluate.sampler_curve.points=[{scheduler: ddpm, steps: 12}, {scheduler: ddim, steps: 3}, "
+                     "{scheduler: dpmsolver++, steps: 3}]",
+            *extra]
+
+
+@pytest.fixture()
+def cache_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("CSPINE_CACHE", str(tmp_path / "feature-cache"))
+    return tmp_path / "feature-cache"
+
+
+def test_evaluate_writes_metrics_figures_and_resumes(fake_run, cache_env, capsys):
+    assert main(_args(fake_run, "--checkpoints", "--samplers")) == 0
+    m = json.loads((fake_run.eval / "metrics.json").read_text())
+    assert m["sets"] == {"synthetic": 10, "holdout": 10, "train": 10}
+    for key in ("vs_holdout", "vs_train", "real_floor"):
+        r = m[key]
+        assert r["n_real"] == 10 and r["n_fake"] == 10 and r["fid"] > 0 and 0 <= r["precision"] <= 1
+        assert "biased" in r["note"]
+    assert m["network"].startswith("fid-inception-v3:")
+    frd = m["frd"]
+    assert ("vs_holdout" in frd and frd["n_real"] == 6) or "skipped" in frd
+    assert set(m["diversity"]) == {"synthetic", "holdout", "train"} and m["diversity"]["synthetic"]["scales"] == 3
+    assert [r["checkpoint"] for r in m["checkpoint_curve"]] == ["final"]
+    pts = m["sampler_curve"]["points"]
+    assert [(p["scheduler"], p["steps"]) for p in pts] == [("ddpm", 12), ("ddim", 3), ("dpmsolver++", 3)]
+    assert all(p["images_per_s"] > 0 and p["n_images"] == 4 for p in pts)
+    rec = m["sampler_curve"]["recommended"]
+    assert rec["reference"] == {k: rec["reference"][k] for k in rec["reference"]} and rec["reference"]["steps"] == 12
+    for name in ("examples", "checkpoint_curve", "sampler_curve"):
+        assert (fake_run.eval / "figures" / f"{name}.png").stat().st_size > 1000
+    summary = (fake_run.eval / "summary.md").read_text()
+    assert not summary.startswith("# ") and "figures/sampler_curve.png" in summary and "Recommended default" in summary
+    # the shared feature cache holds the Inception features under the network id
+    assert any(cache_env.rglob("chunk-*.npy"))
+
+    # a second run skips everything that is done (no sampling, main metrics reused)
+    before = (fake_run.eval / "sampler_curve.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(_args(fake_run, "--checkpoints", "--samplers")) == 0
+    out = capsys.readouterr().out
+    assert "up to date" in out and "sampler curve:" not in out and "checkpoint curve:" not in out
+    assert (fake_run.eval / "sampler_curve.json").stat().st_mtime_ns == before
+    assert json.loads((fake_run.eval / "metrics.json").read_text())["vs_holdout"] == m["vs_holdout"]
+
+
+def test_missing_samples_is_a_clear_error(fake_run, cache_env):
+    import shutil
+
+    shutil.rmtree(fake_run.samples)
+    with pytest.raises(FileNotFoundError, match="cspine sample"):
+        main(_args(fake_run))

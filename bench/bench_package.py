@@ -31,7 +31,7 @@ def _make_images(folder: Path) -> list[str]:
     return files
 
 
-def run_ours(files: list[str], out: Path) -> float:
+def run_ours(files: list[str], out: Path, workers: int = 0) -> float:
     from release import shards
 
     meta = pd.DataFrame({"image_id": [Path(f).stem for f in files], "seed": 0, "steps": 50})
@@ -40,7 +40,7 @@ def run_ours(files: list[str], out: Path) -> float:
     jobs = [shards.ShardJob(out / shards.shard_name(k, len(plan)), meta.iloc[r.start:r.stop].reset_index(drop=True),
                             files[r.start:r.stop], f"bench-{k}") for k, r in enumerate(plan)]
     t0 = time.perf_counter()
-    shards.write_shards(jobs, features, 100, shards.resolve_workers(0), 6)
+    shards.write_shards(jobs, features, 100, shards.resolve_workers(workers), 6)
     return time.perf_counter() - t0
 
 
@@ -80,15 +80,18 @@ def main() -> None:
         files = _make_images(tmp / "png")
         (tmp / "ours").mkdir()
         (tmp / "hf").mkdir()
+        (tmp / "ours1").mkdir()
         t_hf = run_datasets(files, tmp / "hf")
         t_ours = run_ours(files, tmp / "ours")
+        t_one = run_ours(files, tmp / "ours1", workers=1)
         a = datasets.load_dataset("parquet", data_files=str(tmp / "ours" / "*.parquet"), split="train")
         b = datasets.load_dataset("parquet", data_files=str(tmp / "hf" / "*.parquet"), split="train")
         assert all(np.array_equal(np.array(a[i]["image"]), np.array(b[i]["image"])) for i in range(0, len(a), 37))
         mb_ours, mb_hf = _mb(tmp / "ours"), _mb(tmp / "hf")
     cores = os.cpu_count()
-    print(f"{N_IMAGES} images {SIZE}x{SIZE} 16-bit, {cores} cores")
+    print(f"{N_IMAGES} images {SIZE}x{SIZE} 16-bit, {cores} cores, load average {os.getloadavg()[0]:.1f} (ratios need an idle machine)")
     print(f"cspine package shards : {N_IMAGES / t_ours:8.1f} images/s  {mb_ours / t_ours:7.2f} MB/s  ({t_ours:.2f} s, {mb_ours:.1f} MB)")
+    print(f"  same, 1 process      : {N_IMAGES / t_one:8.1f} images/s  {mb_ours / t_one:7.2f} MB/s  ({t_one:.2f} s)")
     print(f"datasets to_parquet   : {N_IMAGES / t_hf:8.1f} images/s  {mb_hf / t_hf:7.2f} MB/s  ({t_hf:.2f} s, {mb_hf:.1f} MB)")
     print(f"ratio (ours / datasets, images/s): {t_hf / t_ours:.2f}x")
 

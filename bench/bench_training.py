@@ -2,10 +2,10 @@
 
 Training, on the demo config's U-Net at 64 px, batch 16, both loops timed in this process over the
 same number of optimizer steps after a warm-up:
-- baseline: the loop of diffusers' examples/unconditional_image_generation with its defaults: fp32,
-  no EMA, an image folder decoded from PNG files every step (512 x 400 8-bit PNGs, the phantom's source
-  size) through torchvision Resize/CenterCrop/RandomHorizontalFlip/ToTensor/Normalize, AdamW with
-  warm-up, gradient clipping;
+- baseline: the loop of diffusers' examples/unconditional_image_generation as its train.sh runs it:
+  fp32 (mixed_precision=no), --use_ema (EMAModel stepped every step), an image folder decoded from
+  PNG files every step (512 x 400 8-bit PNGs, the phantom's source size) through torchvision
+  Resize/CenterCrop/RandomHorizontalFlip/ToTensor/Normalize, AdamW with warm-up, gradient clipping;
 - project: ``training.train.train`` (bf16 autocast on the CPU, the in-memory pixel cache, EMA updated
   every step, loss log), timed between its step callbacks (checkpoint and grid writing excluded: they
   happen outside the timed steps).
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-WARMUP, STEPS, BATCH, RES = 3, 12, 16, 64
+WARMUP, STEPS, BATCH, RES = 2, 6, 16, 64
 
 
 def _demo_cfg(root: Path, max_steps: int):
@@ -75,6 +75,7 @@ def baseline_train(folder: Path, model_cfg) -> float:
     """Images/s of diffusers' unconditional training example loop (fp32, PNG decoding each step)."""
     from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
     from PIL import Image
     from torchvision import transforms
 
@@ -101,6 +102,7 @@ def baseline_train(folder: Path, model_cfg) -> float:
     sched = DDPMScheduler(num_train_timesteps=1000)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     lr_sched = get_scheduler("cosine", opt, num_warmup_steps=50, num_training_steps=1000)
+    ema = EMAModel(model.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
     model.train()
     step, t0 = 0, None
     while step < WARMUP + STEPS:
@@ -114,6 +116,7 @@ def baseline_train(folder: Path, model_cfg) -> float:
             opt.step()
             lr_sched.step()
             opt.zero_grad()
+            ema.step(model.parameters())
             step += 1
             if step == WARMUP:
                 t0 = time.perf_counter()
@@ -182,7 +185,7 @@ def main() -> None:
             proj.append(project_train(run.root))
         b, p = max(base), max(proj)
         print(f"training  ({RES} px, batch {BATCH}, demo U-Net, {torch.get_num_threads()} threads)")
-        print(f"  baseline (diffusers example loop, fp32, PNG decode): {b:7.1f} img/s   rounds {[round(x, 1) for x in base]}")
+        print(f"  baseline (diffusers example loop, fp32, PNG decode, EMA): {b:7.1f} img/s   rounds {[round(x, 1) for x in base]}")
         print(f"  project  (cspine train, bf16, pixel cache, EMA):      {p:7.1f} img/s   rounds {[round(x, 1) for x in proj]}")
         print(f"  ratio project/baseline: {p / b:.2f}x (aim >= 1.5x)")
 

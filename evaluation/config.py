@@ -55,7 +55,7 @@ class EvaluateConfig(Strict):
     kid_subsets: int = Field(100, ge=1, description="KID subsets; the reported std is across them.")
     pr_k: int = Field(3, ge=1, description="k of the k-NN manifolds of improved precision/recall (Kynkäänniemi 2019).")
     frd: bool = Field(True, description="Compute the Fréchet Radiomics Distance (frd-score + pyradiomics).")
-    frd_max_images: int = Field(200, ge=2, description="Cap on images per set for FRD (pyradiomics is slow).")
+    frd_max_images: int = Field(100, ge=2, description="Cap on images per set for FRD (pyradiomics is slow).")
     diversity_pairs: int = Field(200, ge=1, description="Random image pairs for mean pairwise MS-SSIM per set.")
     seed: int = Field(0, description="Seed of subsampling, KID subsets and MS-SSIM pairs.")
     sample_seed_offset: int = Field(

@@ -27,6 +27,10 @@ from evaluation.features import set_features
 from evaluation.metrics import frechet_distance_lowrank, kid
 
 
+#: Bumped when how a point is scored changes, so stored points of the old recipe are recomputed.
+KEY_VERSION = "v2-halfsubset-kid"
+
+
 def list_checkpoints(run: RunDir) -> list[str]:
     """Saved checkpoints that can be sampled, by step, then "final" when model/pipeline exists."""
     out = []
@@ -83,7 +87,7 @@ def checkpoint_curve(run: RunDir, ref_feats: np.ndarray, *, num_images: int, sch
     done = _load_points(path)
     rows = []
     for ckpt in list_checkpoints(run):
-        key = json.dumps([ckpt, _weights_stamp(run, ckpt), num_images, scheduler, steps, seed, len(ref_feats)])
+        key = json.dumps([KEY_VERSION, ckpt, _weights_stamp(run, ckpt), num_images, scheduler, steps, seed, len(ref_feats)])
         if key in done:
             rows.append(done[key])
             continue
@@ -134,7 +138,7 @@ def sampler_curve(run: RunDir, ref_feats: np.ndarray, *, points: list[tuple[str,
     stamp = _weights_stamp(run, checkpoint)
     rows = []
     for name, steps in points:
-        key = json.dumps([checkpoint, stamp, name, steps, num_images, seed, len(ref_feats)])
+        key = json.dumps([KEY_VERSION, checkpoint, stamp, name, steps, num_images, seed, len(ref_feats)])
         if key in done:
             rows.append(done[key])
             continue

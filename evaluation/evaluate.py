@@ -61,6 +61,7 @@ def run_evaluate(cfg: Config, run: RunDir, *, checkpoints: bool = False, sampler
     old = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     fp = _fingerprint(cfg, run)
 
+    run.require(run.samples_table, "sample")  # fail before any embedding work
     holdout = load_real(run, "holdout", ec.max_images, ec.seed)
     train = load_real(run, "train", ec.max_images, ec.seed + 1)
     ref = holdout if len(holdout) >= 2 else train

@@ -117,7 +117,7 @@ def _f(x, nd=4) -> str:
 
 def summary_markdown(m: dict) -> str:
     """The eval/summary.md snippet from metrics.json's content."""
-    lines = ["## Quality evaluation", ""]
+    lines = []  # the card puts this under its own "## Quality metrics" heading
     sets = m.get("sets", {})
     lines.append(
         f"Synthetic images: {sets.get('synthetic', 0)}; real holdout: {sets.get('holdout', 0)}; "

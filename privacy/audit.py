@@ -97,7 +97,7 @@ def audit_method(
         b_hold, c4, t4 = embed_all(emb, inputs.holdout, cache, progress, "holdout (reference)", base=True)
         t3 += t4
     t0 = time.perf_counter()
-    kw = dict(chunk_size=cfg.chunk_size, groups=g)
+    kw = dict(chunk_size=cfg.chunk_size, groups=g, rerank=emb.rerank)
     nn_idx, nn_dist = topk(q_syn, b_train, cfg.top_k, emb.metric, progress=progress, desc=f"{emb.name}: search", **kw)
     hold_dist = nearest(q_hold, b_train, emb.metric, **kw)
     syn_hold = nearest(q_syn, b_hold, emb.metric, **kw)
@@ -161,6 +161,14 @@ def audit_arrays(
         finally:
             emb.close()
     notes += [f"{m.name}: {m.threshold.floor_note}" for m in results if m.threshold.floor_note]
+    n_h = len(inputs.holdout)
+    if n_h + 1 < 1 / cfg.holdout_quantile:
+        notes.append(
+            f"only {n_h} holdout images: each method's calibrated threshold is their closest distance to training, "
+            f"so a new image from the same distribution is flagged by chance with probability about 1/{n_h + 1} "
+            f"per method; {int(round(1 / cfg.holdout_quantile))} or more holdout images give the configured "
+            f"{cfg.holdout_quantile:g} quantile"
+        )
     train_ids = np.asarray(inputs.train_ids, dtype=object)
     cols: dict[str, object] = {"image_id": inputs.synth_ids, "file": inputs.synth_files}
     for m in results:
@@ -203,6 +211,7 @@ def audit_arrays(
                 "calibrated": m.threshold.calibrated, "floor": m.threshold.floor,
                 "floor_requested": m.threshold.floor_requested, "floor_note": m.threshold.floor_note,
                 "holdout_quantile": m.threshold.quantile, "n_holdout": m.threshold.n_holdout,
+                "chance_flag_rate": max(m.threshold.quantile, 1 / (m.threshold.n_holdout + 1)),
             }
             for m in results
         },

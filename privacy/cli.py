@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 
 from cspine.stage import add_run_options, open_run
@@ -78,7 +79,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(os.cpu_count() or 1)  # embedding runs batched on every core
     t0 = time.perf_counter()
-    inputs = load_inputs(run)
+    from privacy.inputs import AuditInputError
+
+    try:
+        inputs = load_inputs(run)
+    except AuditInputError as err:
+        print(f"cspine audit: {err}", file=sys.stderr)
+        return 2
     notes: list[str] = []
     embedders = build_embedders(acfg, notes)
     progress = not args.no_progress

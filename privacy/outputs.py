@@ -131,7 +131,8 @@ def ranked_pairs(result: AuditResult, n: int) -> pd.DataFrame:
     pct = np.stack([m.percentile for m in result.methods], axis=1)
     t["_mean_pct"] = pct.mean(axis=1)
     t["_row"] = np.arange(len(t))
-    t = t.sort_values(["flagged", "closeness", "_mean_pct"], ascending=[False, True, True], kind="stable")
+    t = t.sort_values(["flagged", "n_methods_flagged", "closeness", "_mean_pct"],
+                      ascending=[False, False, True, True], kind="stable")
     return t.head(n)
 
 
@@ -192,7 +193,7 @@ def render_report(result: AuditResult, inputs: AuditInputs, fig_dir: Path, n_pai
         if (fig_dir / name).is_file():
             out.append(f"<img class='fig' src='{file_uri(fig_dir / name)}' alt='{name}'><br>")
     pairs = ranked_pairs(result, n_pairs)
-    out.append(f"<h2>The {len(pairs)} most similar pairs</h2><div class='sub'>Sorted: flagged first, then by the lowest "
+    out.append(f"<h2>The {len(pairs)} most similar pairs</h2><div class='sub'>Sorted: flagged first (by how many methods flag them), then by the lowest "
                "holdout percentile over methods (the share of real unseen images at least as close to training; "
                "0% = closer than every one of them). Training neighbour shown: the one of the method that ranks the pair closest.</div><br>")
     out.append("<div class='grid'>")
@@ -204,6 +205,7 @@ def render_report(result: AuditResult, inputs: AuditInputs, fig_dir: Path, n_pai
         badge = "<span class='badge'>FLAGGED</span>" if row["flagged"] else "<span class='badge ok'>not flagged</span>"
         if row["excluded"]:
             badge += "<span class='badge ok'>excluded</span>"
+        badge = f"<span>{badge}</span>"
         out.append(f"<div class='card{' flag' if row['flagged'] else ''}'>")
         out.append(f"<div class='hdr'><span><span class='rank'>#{rank}</span> {esc(str(row['image_id']))} ↔ "
                    f"{esc(str(nn_id))} <span class='sub'>(by {best.name})</span></span>{badge}</div>")

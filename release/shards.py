@@ -32,6 +32,8 @@ from cspine.images import read_gray
 
 FORMAT_VERSION = 1
 META_KEY = b"cspine"
+#: Start method of the PNG encoder processes (environment CSPINE_MP_START overrides it).
+MP_START = os.environ.get("CSPINE_MP_START", "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
 
 
 def shard_name(k: int, n: int, split: str = "train") -> str:
@@ -140,8 +142,8 @@ def encoded_batches(jobs: list[ShardJob], workers: int, level: int) -> Iterator[
         for job in jobs:
             yield job, [encode_png(f, level) for f in job.files]
         return
-    # forkserver: workers start from a clean process, not a fork of one that may hold torch/tqdm threads.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+    # fork starts instantly; the workers run only PIL/numpy code, so threads of the parent (torch, tqdm) are no hazard.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(MP_START)) as pool:
         for job in jobs:
             chunk = max(1, len(job.files) // (workers * 4))
             yield job, list(pool.map(_encode_job, [(f, level) for f in job.files], chunksize=chunk))

@@ -45,3 +45,21 @@ def test_bad_inputs_fail_clearly():
         topk(np.zeros((2, 3), np.float32), np.zeros((0, 3), np.float32), 1, "cosine")
     with pytest.raises(TypeError, match="uint64"):
         topk(np.zeros((2, 1), np.float32), np.zeros((2, 1), np.float32), 1, "hamming")
+
+
+def test_grouped_search_and_two_stage_rerank():
+    rng = np.random.default_rng(2)
+    g, n, d = 5, 300, 24
+    base = rng.standard_normal((g * n, d)).astype(np.float32)  # group-major: row g*n + j
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    # queries: noisy copies of some group's vector of items 0..39, so the best group is not group 0
+    items = np.arange(40)
+    q = base.reshape(g, n, d)[rng.integers(0, g, 40), items] + rng.normal(0, 0.05, (40, d)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    full = 1 - (q @ base.T).reshape(40, g, n).max(axis=1)
+    idx, dist = topk(q, base, 3, "cosine", groups=g, chunk_size=7)
+    np.testing.assert_array_equal(idx, np.argsort(full, axis=1, kind="stable")[:, :3])
+    assert np.all(idx[:, 0] == items)
+    idx2, dist2 = topk(q, base, 3, "cosine", groups=g, rerank=n - 1)  # candidates cover nearly all: same answer
+    np.testing.assert_array_equal(idx2[:, 0], items)
+    np.testing.assert_allclose(dist2, dist, atol=1e-5)

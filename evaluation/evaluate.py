@@ -58,7 +58,10 @@ def run_evaluate(cfg: Config, run: RunDir, *, checkpoints: bool = False, sampler
     run.eval.mkdir(parents=True, exist_ok=True)
     figs = run.eval / "figures"
     metrics_path = run.eval / "metrics.json"
-    old = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    try:
+        old = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    except json.JSONDecodeError:
+        old = {}  # unreadable (should not happen: written atomically): recompute everything
     fp = _fingerprint(cfg, run)
 
     run.require(run.samples_table, "sample")  # fail before any embedding work

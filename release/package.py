@@ -230,9 +230,7 @@ def package(cfg: Config, run: RunDir, workers: int | None = None) -> dict:
     ctx.update(card_context(cfg, run, rows, gate, summary, n_params))
     ctx.update(released_model_facts(model_dir))  # what the released weights are, not what the config asked for
     shard_bytes = sum(j.path.stat().st_size for j in jobs)
-    from pyarrow.parquet import read_metadata
-
-    num_bytes = sum(read_metadata(j.path).row_group(i).total_byte_size for j in jobs for i in range(read_metadata(j.path).num_row_groups))
+    num_bytes = sum(shards.uncompressed_bytes(j.path) for j in jobs)
     header = render.dataset_header(
         license=rc.license, pretty_name=rc.pretty_name, n_rows=len(rows), features_yaml=features._to_yaml_list(),
         num_bytes=num_bytes, download_size=shard_bytes,
@@ -248,9 +246,5 @@ def package(cfg: Config, run: RunDir, workers: int | None = None) -> dict:
     found = leaks.find_leaks(ds_dir, needles) + leaks.find_leaks(model_dir, needles)
     if found:
         raise PackageError("private source metadata would be released:\n  " + "\n  ".join(found[:10]))
-    for folder in (ds_dir, model_dir):  # temp files are created 0600; a release is meant to be read
-        for p in folder.rglob("*"):
-            if p.is_file():
-                p.chmod(0o644)
     manifest.write_manifest(model_dir)
     return manifest.write_manifest(ds_dir)

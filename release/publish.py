@@ -64,7 +64,6 @@ def publish_local(t: Target, hub: Path) -> str:
             continue
         with atomic.atomic_path(out) as tmp:
             shutil.copyfile(src, tmp)
-        out.chmod(0o644)
         changed += 1
     if dst.is_dir():
         for rel in local_files(dst):

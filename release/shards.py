@@ -163,7 +163,16 @@ def write_shards(jobs: list[ShardJob], features, rows_per_group: int, workers: i
 
 
 def resolve_workers(workers: int) -> int:
-    return workers if workers > 0 else (os.cpu_count() or 1)
+    """``workers``, or every core this process may use when it is 0."""
+    if workers > 0:
+        return workers
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def uncompressed_bytes(path: Path) -> int:
+    """In-memory size of a shard's data (the Hub's dataset_info num_bytes)."""
+    md = pq.read_metadata(path)
+    return sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -37,3 +37,18 @@ def test_wrong_type_and_override(tmp_path):
         load_config(REPO / "configs" / "demo.yaml", {"train.batch_size": "many"})
     assert load_config(REPO / "configs" / "demo.yaml", {"train.max_steps": 7}).train.max_steps == 7
 
+
+
+def test_atomic_write_has_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from cspine import atomic
+
+    old = os.umask(0o022)
+    try:
+        atomic.write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    assert not list(tmp_path.glob(".tmp-*"))

@@ -12,7 +12,6 @@ from cspine.config import load_config
 from cspine.rundir import RunDir
 from release.chain import load_lines, stage_list
 from release.cli import main as cspine
-from tests.fakerun import REPO
 
 
 def test_stage_order(demo_config):
@@ -53,3 +52,15 @@ def test_release_help_lists_what_it_runs(capsys):
         pass
     out = capsys.readouterr().out
     assert "demo-data" in out and "package" in out and "publish" in out
+
+
+def test_publish_without_token_or_local_hub_says_what_to_do(audited_run, demo_config, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    common = ["--config", str(demo_config), "--run-dir", str(audited_run.root)]
+    assert cspine(["publish", *common]) == 1  # nothing packaged yet
+    assert "cspine package" in capsys.readouterr().err
+    assert cspine(["package", *common, "--workers", "1"]) == 0
+    assert cspine(["publish", *common, "--set", "release.local_hub=null"]) == 1
+    err = capsys.readouterr().err
+    assert "HF_TOKEN" in err and "local_hub" in err

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import pytest
 
 from cspine.images import read_gray
 from release.cli import main as cspine

@@ -97,7 +97,7 @@ def audit_method(
         b_hold, c4, t4 = embed_all(emb, inputs.holdout, cache, progress, "holdout (reference)", base=True)
         t3 += t4
     t0 = time.perf_counter()
-    kw = dict(chunk_size=cfg.chunk_size, groups=g, rerank=emb.rerank)
+    kw = dict(chunk_size=cfg.chunk_size, groups=g)
     nn_idx, nn_dist = topk(q_syn, b_train, cfg.top_k, emb.metric, progress=progress, desc=f"{emb.name}: search", **kw)
     hold_dist = nearest(q_hold, b_train, emb.metric, **kw)
     syn_hold = nearest(q_syn, b_hold, emb.metric, **kw)

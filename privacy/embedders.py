@@ -73,8 +73,6 @@ class Embedder:
 
     #: reference images are embedded as this many vectors each (distance: the best of them)
     groups: int = 1
-    #: with groups > 1: candidates (by the first vector) re-ranked over all groups; 0 = exhaustive
-    rerank: int = 0
 
     @property
     def base_method_id(self) -> str:
@@ -137,7 +135,6 @@ class PixelEmbedder(Embedder):
 
     size: int = 32
     align_steps: int = 4
-    rerank: int = 64
     name: str = "pixel"
     metric: Metric = "cosine"
     batch_size: int = 512

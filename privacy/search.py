@@ -48,20 +48,14 @@ def topk(
     progress: bool = False,
     desc: str = "search",
     groups: int = 1,
-    rerank: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k nearest rows of ``base`` for each row of ``query``: (indices int64 [n, k'], distances [n, k']).
 
     ``k' = min(k, n_base)``. ``metric`` is "cosine" (rows unit-normalised float32; distance 1 - dot)
     or "hamming" (packed uint64 words; distance in bits). With ``groups`` > 1, ``base`` holds ``groups``
     vectors per reference item, group-major (row ``g * n_base + j``), and the distance to item ``j`` is the
-    smallest over its vectors (used for crop-tolerant pixel matching). With ``rerank`` > 0 (cosine, groups
-    > 1), the exhaustive grouped search is replaced by a two-stage one: the ``rerank`` nearest items by
-    their first vector (group 0), then every group of those candidates only; this costs about
-    ``1 + groups * rerank / n_base`` plain searches instead of ``groups``.
+    smallest over its vectors (used for crop-tolerant pixel matching).
     """
-    if rerank and groups > 1 and metric == "cosine" and len(base) // groups > rerank:
-        return _topk_rerank(query, base, k, groups, rerank, chunk_size, mem_bytes, progress, desc)
     if len(base) == 0:
         raise ValueError("nearest-neighbour search against an empty set")
     if len(base) % groups:
@@ -100,25 +94,6 @@ def topk(
                 d = d.reshape(len(q), groups, n_base).min(axis=1)
         idx[s : s + len(q)], dist_out[s : s + len(q)] = _select(d, k)
     return idx, dist_out
-
-
-def _topk_rerank(query, base, k, groups, rerank, chunk_size, mem_bytes, progress, desc):
-    query = np.ascontiguousarray(query, dtype=np.float32)
-    n_base = len(base) // groups
-    grouped = np.asarray(base, dtype=np.float32).reshape(groups, n_base, -1)
-    cand, _ = topk(query, grouped[0], rerank, "cosine", chunk_size, mem_bytes, progress, desc)
-    k = min(k, rerank)
-    idx = np.empty((len(query), k), dtype=np.int64)
-    dist = np.empty((len(query), k), dtype=np.float32)
-    rows = _block_rows(groups * rerank, 4 * query.shape[1], chunk_size, mem_bytes)
-    for s in range(0, len(query), rows):
-        c = cand[s : s + rows]  # [r, K]
-        vecs = grouped[:, c]  # [G, r, K, D]
-        sim = np.einsum("grkd,rd->grk", vecs, query[s : s + rows], optimize=True).max(axis=0)
-        sel, d = _select(1.0 - sim, k)
-        idx[s : s + len(c)] = np.take_along_axis(c, sel, axis=1)
-        dist[s : s + len(c)] = d
-    return idx, dist
 
 
 def nearest(query: np.ndarray, base: np.ndarray, metric: str, **kw) -> np.ndarray:

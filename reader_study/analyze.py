@@ -195,6 +195,10 @@ def _p(p) -> str:
     return "n/a" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
 
 
+def _peq(p) -> str:
+    return "p n/a" if p is None else ("p < 0.001" if p < 0.001 else f"p = {p:.3f}")
+
+
 def summary_md(res: dict) -> str:
     """The Markdown snippet the dataset card includes (no top-level header; figures as figures/NAME.png)."""
     k, acc = res["alternatives"], res["accuracy"]["pooled"]
@@ -209,7 +213,7 @@ def summary_md(res: dict) -> str:
         f"{res['likert_points']}-point scale (1 = clearly synthetic). {res['n_answers']} answers.",
         "",
         f"- **Identification accuracy**: {acc['accuracy']:.1%} ({acc['correct']}/{acc['n']}) against chance {1 / k:.1%}; "
-        f"exact binomial p = {_p(acc['p_binomial_two_sided'])}, 95% Clopper-Pearson {acc['ci_low']:.1%}-{acc['ci_high']:.1%}"
+        f"exact binomial {_peq(acc['p_binomial_two_sided'])}, 95% Clopper-Pearson {acc['ci_low']:.1%}-{acc['ci_high']:.1%}"
         + (f"; MRMC bootstrap over raters and cases {mrmc['accuracy']['ci_low']:.1%}-{mrmc['accuracy']['ci_high']:.1%}"
            if mrmc.get("accuracy", {}).get("ci_low") is not None else "") + ".",
     ]

@@ -50,6 +50,12 @@ def image_key(arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def default_root() -> Path:
     """``$CSPINE_CACHE`` if set, else ``runs/.cache/features`` (relative to the working directory)."""
     env = os.environ.get(ENV_VAR)
@@ -106,6 +112,7 @@ class FeatureCache:
         rec["feat"] = feats
         final = d / f"chunk-{uuid.uuid4().hex}.npy"
         fd, tmp = tempfile.mkstemp(prefix=".tmp-chunk-", suffix=".npy", dir=d)
+        os.fchmod(fd, 0o666 & ~_umask())  # as a plain open() would: the cache is shared across runs
         try:
             with os.fdopen(fd, "wb") as fh:
                 np.save(fh, rec)

@@ -6,8 +6,9 @@
 - realism scores: description per group, paired Wilcoxon signed-rank and paired t-tests, Holm correction;
 - multi-reader multi-case (MRMC) bootstrap: raters and cases resampled together, percentile intervals.
 
-scipy does the tests; the kappas, the Clopper-Pearson bound and Holm's step are written out (short, and
-checked in tests/reader_study against statsmodels, scipy and published worked examples).
+scipy does the tests; statsmodels gives the kappas, the Clopper-Pearson interval and Holm's correction.
+This module adds only the study's bookkeeping around them (undefined cases, JSON-ready floats), and
+tests/reader_study checks each number against published worked examples and independent formulas.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from itertools import combinations
 
 import numpy as np
 from scipy import stats
+from statsmodels.stats.inter_rater import cohens_kappa as _sm_cohens_kappa
+from statsmodels.stats.inter_rater import fleiss_kappa as _sm_fleiss_kappa
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint
 
 
 def _f(x) -> float | None:
@@ -31,8 +36,7 @@ def clopper_pearson(x: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     """Exact (Clopper-Pearson) 1 - alpha interval for a binomial proportion x / n."""
     if n <= 0:
         return (math.nan, math.nan)
-    lo = 0.0 if x == 0 else stats.beta.ppf(alpha / 2, x, n - x + 1)
-    hi = 1.0 if x == n else stats.beta.ppf(1 - alpha / 2, x + 1, n - x)
+    lo, hi = proportion_confint(x, n, alpha=alpha, method="beta")
     return float(lo), float(hi)
 
 
@@ -74,17 +78,13 @@ def position_bias(choices: list[int], k: int) -> dict:
 def fleiss_kappa(counts: np.ndarray) -> float:
     """Fleiss' kappa of a subjects x categories table of rating counts (the same number of raters per subject)."""
     counts = np.asarray(counts, dtype=float)
-    n_sub = counts.shape[0]
     n_rat = counts.sum(axis=1)
-    if n_sub == 0 or not np.allclose(n_rat, n_rat[0]) or n_rat[0] < 2:
+    if counts.shape[0] == 0 or not np.allclose(n_rat, n_rat[0]) or n_rat[0] < 2:
         raise ValueError("Fleiss' kappa needs >= 1 subject and the same number (>= 2) of ratings per subject")
-    m = n_rat[0]
-    p_j = counts.sum(axis=0) / (n_sub * m)
-    p_i = ((counts**2).sum(axis=1) - m) / (m * (m - 1))
-    p_bar, p_e = p_i.mean(), (p_j**2).sum()
-    if math.isclose(p_e, 1.0):
+    p_j = counts.sum(axis=0) / counts.sum()
+    if math.isclose((p_j**2).sum(), 1.0):
         return math.nan  # every rating in one category: agreement beyond chance undefined
-    return float((p_bar - p_e) / (1 - p_e))
+    return float(_sm_fleiss_kappa(counts, method="fleiss"))
 
 
 def cohen_kappa(a: list[int], b: list[int], categories: int) -> float:
@@ -95,11 +95,9 @@ def cohen_kappa(a: list[int], b: list[int], categories: int) -> float:
     table = np.zeros((categories, categories))
     np.add.at(table, (a, b), 1)
     n = table.sum()
-    p_o = np.trace(table) / n
-    p_e = (table.sum(axis=1) * table.sum(axis=0)).sum() / n**2
-    if math.isclose(p_e, 1.0):
-        return math.nan
-    return float((p_o - p_e) / (1 - p_e))
+    if math.isclose((table.sum(axis=1) * table.sum(axis=0)).sum() / n**2, 1.0):
+        return math.nan  # both raters used one category only: chance agreement is 1, kappa undefined
+    return float(_sm_cohens_kappa(table, return_results=False))
 
 
 def agreement(labels: dict[str, list[int]], categories: int) -> dict:
@@ -151,19 +149,14 @@ def paired_tests(real, synthetic) -> dict:
 
 
 def holm(pvalues: list[float | None], alpha: float = 0.05) -> list[float | None]:
-    """Holm (1979) step-down adjusted p-values; None kept where a test was undefined (not counted).
-
-    Sorted ascending, p_(i) is multiplied by (m - i) and the running maximum taken, capped at 1 (the same as
-    statsmodels' ``multipletests(method="holm")``, which the tests check against; written out here because
-    statsmodels runs a full garbage collection on every call).
-    """
+    """Holm (1979) step-down adjusted p-values (statsmodels' multipletests); None kept where a test was
+    undefined, and not counted in the family."""
     idx = [i for i, p in enumerate(pvalues) if p is not None]
     out: list[float | None] = [None] * len(pvalues)
-    m = len(idx)
-    running = 0.0
-    for rank, i in enumerate(sorted(idx, key=lambda j: pvalues[j])):
-        running = max(running, min(1.0, (m - rank) * float(pvalues[i])))
-        out[i] = running
+    if idx:
+        adjusted = multipletests([float(pvalues[i]) for i in idx], alpha=alpha, method="holm")[1]
+        for i, p in zip(idx, adjusted):
+            out[i] = float(p)
     return out
 
 

@@ -100,6 +100,9 @@ def test_recommend_sampler_fewest_steps_within_noise():
     rec = recommend_sampler(rows)
     assert (rec["scheduler"], rec["steps"]) == ("dpmsolver++", 25)  # 25 steps; faster of the two at 25
     assert rec["reference"]["steps"] == 1000 and rec["speedup"] == pytest.approx(45.0)
+    # better than the reference beyond noise also qualifies
+    better = {"scheduler": "dpmsolver++", "steps": 10, "kid": 0.002, "kid_std": 0.001, "images_per_s": 80.0}
+    assert (recommend_sampler(rows + [better])["steps"]) == 10
     # nothing within noise: the reference itself
     rec = recommend_sampler([rows[0], rows[1]])
     assert (rec["scheduler"], rec["steps"]) == ("ddpm", 1000)

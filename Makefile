@@ -1,5 +1,6 @@
 # synthetic-cspine: make setup | test | release | bench
-# `make setup` is idempotent: it reinstalls only when pyproject.toml (or the olah pin) changed since the last setup.
+# `make setup` is idempotent: it reinstalls only when pyproject.toml (or the olah requirements) changed since the last setup.
+# olah and everything it needs are pinned in tests/release/olah-requirements.txt (pip freeze of its venv).
 PY_SYS ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -7,9 +8,9 @@ STAMP  := $(VENV)/.setup-stamp
 CONFIG ?= configs/demo.yaml
 # The loopback Hub test (tests/release/test_hub.py) runs the olah Hub mirror from its own venv: olah pins
 # its web stack (fastapi, huggingface_hub, ...) independently of the project's.
-OLAH_VERSION := 0.5.4
+OLAH_REQS    := tests/release/olah-requirements.txt
 OLAH_VENV    := .venv-olah
-OLAH_STAMP   := $(OLAH_VENV)/.setup-stamp-$(OLAH_VERSION)
+OLAH_STAMP   := $(OLAH_VENV)/.setup-stamp
 
 .PHONY: setup test release bench clean-demo
 
@@ -22,11 +23,11 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 	@echo "setup done: $(VENV)"
 
-$(OLAH_STAMP):
+$(OLAH_STAMP): $(OLAH_REQS)
 	@test -x $(OLAH_VENV)/bin/python || $(PY_SYS) -m venv $(OLAH_VENV)
-	$(OLAH_VENV)/bin/python -m pip install -q olah==$(OLAH_VERSION)
+	$(OLAH_VENV)/bin/python -m pip install -q -r $(OLAH_REQS)
 	@touch $(OLAH_STAMP)
-	@echo "setup done: $(OLAH_VENV) (olah $(OLAH_VERSION), for the loopback Hub test)"
+	@echo "setup done: $(OLAH_VENV) (olah, pinned in $(OLAH_REQS), for the loopback Hub test)"
 
 test: setup
 	$(PY) -m pytest -q

@@ -37,12 +37,12 @@ def settings_fingerprint(audit_cfg, exclude: bool, inputs_fp: dict) -> str:
 
 
 def quick_inputs_fingerprint(run) -> dict:
-    from privacy.inputs import file_sha256
+    from cspine.hashing import sha256_file
 
     return {
-        "index_sha256": file_sha256(run.index) if run.index.is_file() else "",
+        "index_sha256": sha256_file(run.index) if run.index.is_file() else "",
         "pixels_size": str(run.pixels.stat().st_size) if run.pixels.is_file() else "",
-        "samples_sha256": file_sha256(run.samples_table) if run.samples_table.is_file() else "",
+        "samples_sha256": sha256_file(run.samples_table) if run.samples_table.is_file() else "",
     }
 
 

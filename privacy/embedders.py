@@ -20,7 +20,6 @@ are compared:
 from __future__ import annotations
 
 import concurrent.futures as cf
-import hashlib
 import logging
 import multiprocessing as mp
 import os
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from cspine.hashing import sha256_file
 
 log = logging.getLogger("cspine.audit")
 
@@ -265,14 +266,6 @@ def _online(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
         return False
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def resolve_clip_weights(model: str, pretrained: str) -> tuple[str, str]:
     """Return (what to pass open_clip as ``pretrained``, a stable id of the weights).
 
@@ -286,7 +279,7 @@ def resolve_clip_weights(model: str, pretrained: str) -> tuple[str, str]:
     if p.suffix in (".safetensors", ".pt", ".pth", ".bin") or p.exists():
         if not p.is_file():
             raise ClipUnavailable(f"audit.clip.pretrained: checkpoint file {p} not found")
-        return str(p), f"file-{_file_sha256(p)[:16]}"
+        return str(p), f"file-{sha256_file(p)[:16]}"
     cfg = open_clip.get_pretrained_cfg(model, pretrained)
     if not cfg:
         raise ClipUnavailable(

@@ -64,8 +64,8 @@ def read_gate(run: RunDir | str | Path) -> Gate:
     run = run if isinstance(run, RunDir) else RunDir(Path(run))
     audited = (summary.get("inputs") or {}).get("samples_sha256")
     if audited and run.samples_table.is_file():
-        from privacy.inputs import file_sha256
+        from cspine.hashing import sha256_file
 
-        if file_sha256(run.samples_table) != audited:
+        if sha256_file(run.samples_table) != audited:
             return Gate(False, set(), f"{run.samples_table} changed after the audit ({path}): rerun `cspine audit`")
     return gate_from_summary(summary, str(path))

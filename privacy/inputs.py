@@ -9,13 +9,13 @@ and the pixel cache ``data/pixels.npy`` (uint16 [N, R, R]); synthetic images fro
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from cspine.hashing import sha256_file
 from cspine.rundir import INDEX_COLUMNS, SAMPLES_COLUMNS, RunDir
 
 
@@ -38,14 +38,6 @@ class AuditInputs:
     @property
     def resolution(self) -> int:
         return int(self.train.shape[-1])
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_table(path: Path, columns: tuple[str, ...], stage: str) -> pd.DataFrame:
@@ -136,9 +128,9 @@ def load_inputs(run: RunDir) -> AuditInputs:
     if resized:
         notes.append(f"{resized} synthetic images were not {R}x{R} and were resized to it for the comparison")
     fingerprint = {
-        "index_sha256": file_sha256(run.index),
+        "index_sha256": sha256_file(run.index),
         "pixels_size": str(run.pixels.stat().st_size),
-        "samples_sha256": file_sha256(run.samples_table),
+        "samples_sha256": sha256_file(run.samples_table),
     }
     return AuditInputs(
         train_ids=tr["image_id"].astype(str).tolist(), train=train,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from cspine import atomic
-from release.shards import sha256_file
+from cspine.hashing import sha256_file
 
 MANIFEST = "manifest.json"
 

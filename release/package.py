@@ -13,6 +13,7 @@ import pandas as pd
 
 from cspine import atomic
 from cspine.config import Config
+from cspine.hashing import sha256_file
 from cspine.rundir import RunDir
 from dataset_card import render
 from release import audit, leaks, manifest, shards
@@ -47,7 +48,7 @@ def release_rows(run: RunDir, gate: audit.Gate) -> pd.DataFrame:
 
 
 def _copy_if_changed(src: Path, dst: Path) -> None:
-    if dst.is_file() and dst.stat().st_size == src.stat().st_size and shards.sha256_file(dst) == shards.sha256_file(src):
+    if dst.is_file() and dst.stat().st_size == src.stat().st_size and sha256_file(dst) == sha256_file(src):
         return
     with atomic.atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
@@ -203,7 +204,7 @@ def package(cfg: Config, run: RunDir, workers: int | None = None) -> dict:
     jobs = []
     for k, r in enumerate(plan):
         part = meta.iloc[r.start:r.stop].reset_index(drop=True)
-        shas = [shards.sha256_file(Path(f)) for f in files[r.start:r.stop]]
+        shas = [sha256_file(Path(f)) for f in files[r.start:r.stop]]
         jobs.append(shards.ShardJob(data_dir / shards.shard_name(k, len(plan)), part, files[r.start:r.stop],
                                     shards.fingerprint(part, shas, settings)))
     wanted = {j.path.name for j in jobs}

@@ -19,7 +19,7 @@ from cspine import atomic
 from cspine.config import Config
 from cspine.rundir import RunDir
 from release import manifest
-from release.shards import sha256_file
+from cspine.hashing import sha256_file
 
 log = logging.getLogger("cspine.publish")
 

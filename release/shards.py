@@ -175,13 +175,5 @@ def uncompressed_bytes(path: Path) -> int:
     return sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def decode_png(data: bytes) -> np.ndarray:
     return read_gray(io.BytesIO(data))

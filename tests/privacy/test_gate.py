@@ -30,9 +30,9 @@ def test_gate_states(fake_run):
 
 
 def test_gate_closes_when_samples_change_after_the_audit(fake_run):
-    from privacy.inputs import file_sha256
+    from cspine.hashing import sha256_file
 
-    _summary(fake_run, inputs={"samples_sha256": file_sha256(fake_run.samples_table)})
+    _summary(fake_run, inputs={"samples_sha256": sha256_file(fake_run.samples_table)})
     assert read_gate(fake_run).passed
     fake_run.samples_table.write_bytes(fake_run.samples_table.read_bytes() + b"\n")
     g = read_gate(fake_run)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import numpy as np
-
 from cspine.config import load_config
 from cspine.rundir import RunDir
 from release.chain import load_lines, stage_list

@@ -94,10 +94,10 @@ def frechet_distance(real: np.ndarray, fake: np.ndarray, eps: float = 1e-6) -> f
     r, f = np.asarray(real, np.float64), np.asarray(fake, np.float64)
     mu1, mu2 = r.mean(0), f.mean(0)
     s1, s2 = np.atleast_2d(np.cov(r, rowvar=False)), np.atleast_2d(np.cov(f, rowvar=False))
-    covmean, _ = scipy.linalg.sqrtm(s1 @ s2, disp=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():
         off = np.eye(s1.shape[0]) * eps
-        covmean, _ = scipy.linalg.sqrtm((s1 + off) @ (s2 + off), disp=False)
+        covmean = scipy.linalg.sqrtm((s1 + off) @ (s2 + off))
     covmean = covmean.real
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))

@@ -164,8 +164,15 @@ def truncate_loss_log(path: Path, last_step: int) -> None:
 
 # -- grids -----------------------------------------------------------------------------------------
 
-def grid_image(images: np.ndarray) -> np.ndarray:
-    """Tile [n, R, R] floats in [0, 1] into one 8-bit image (near-square, 2 px gaps)."""
+def grid_image(images: np.ndarray, min_tile: int = 128) -> np.ndarray:
+    """Tile [n, R, R] floats in [0, 1] into one 8-bit image (near-square, 2 px gaps).
+
+    Small images are enlarged by an integer factor (nearest neighbour, so no pixel is invented) until a
+    tile is at least ``min_tile`` pixels: a 64 px grid at 1x is too small for a person to judge.
+    """
+    scale = max(1, math.ceil(min_tile / images.shape[-1]))
+    if scale > 1:
+        images = images.repeat(scale, axis=1).repeat(scale, axis=2)
     n, r, _ = images.shape
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)

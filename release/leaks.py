@@ -3,14 +3,19 @@
 The private strings of a run are what identifies its *source* images: their file paths (and file names),
 the training image ids and case ids from ``data/index.parquet``, and the input folder. Packaging redacts them
 from the stage summaries it includes in the cards and then scans every released file for them; tests scan too.
-Short purely numeric ids (under 6 digits) are not searched for as free text, since they would match any number.
+Short purely numeric ids (under 6 digits) are not searched for as free text, since they would match any number;
+longer numeric ids (CSXA's file names are numbers) must stand alone as a token to count, so ``113201`` is
+found in ``113201.png`` or ``id 113201`` but not inside ``0.1132014``. Numeric Parquet columns (scores, seeds,
+steps) are not scanned: a number carries no name.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cspine.rundir import RunDir
@@ -34,9 +39,16 @@ def private_needles(run: RunDir, extra: list[str] | tuple[str, ...] = ()) -> set
     return out
 
 
+def _pattern(needle: str) -> re.Pattern[str]:
+    """A digit-only id counts only as a whole token (not inside a longer number or a decimal); others anywhere."""
+    if needle.isdigit():
+        return re.compile(rf"(?<![\w.]){needle}(?!\w)")
+    return re.compile(re.escape(needle))
+
+
 def redact(text: str, needles: set[str]) -> str:
     for n in sorted(needles, key=len, reverse=True):
-        text = text.replace(n, "[redacted]")
+        text = _pattern(n).sub("[redacted]", text)
     return text
 
 
@@ -44,7 +56,9 @@ def _texts_of(path: Path) -> list[str]:
     if path.suffix == ".parquet":
         pf = pq.ParquetFile(path)
         texts = [v.decode("utf-8", "replace") for v in (pf.schema_arrow.metadata or {}).values()]
-        names = [f.name for f in pf.schema_arrow if f.name != "image"]
+        names = [f.name for f in pf.schema_arrow
+                 if f.name != "image" and not (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+                                               or pa.types.is_boolean(f.type))]
         t = pf.read(columns=names)
         texts += [str(v) for col in t.columns for v in col.to_pylist()]
         img = pf.read(columns=["image"]) if "image" in pf.schema_arrow.names else None
@@ -61,5 +75,5 @@ def find_leaks(folder: Path, needles: set[str]) -> list[str]:
         if not p.is_file() or p.suffix == ".png":
             continue
         blob = "\n".join(_texts_of(p))
-        hits += [f"{p}: {n!r}" for n in sorted(needles) if n in blob]
+        hits += [f"{p}: {n!r}" for n in sorted(needles) if _pattern(n).search(blob)]
     return hits

@@ -1,7 +1,8 @@
 """What packaging takes from the privacy audit: the release gate and the per-image nearest-neighbour scores.
 
 The gate is read with ``privacy.gate.read_gate`` (the privacy package owns its meaning). The scores kept in
-the released shards are ``{method}_score``, ``{method}_flag`` and ``flagged`` from ``audit/audit.parquet``;
+the released shards are ``{method}_score`` (released as ``{method}_nn_distance``), ``{method}_flag`` and
+``flagged`` from ``audit/audit.parquet``;
 the ``{method}_nn_id`` columns name *training* images and are never released.
 """
 
@@ -29,4 +30,6 @@ def score_columns(run: RunDir) -> pd.DataFrame:
     if "image_id" not in df.columns:
         raise ValueError(f"{path}: no image_id column")
     keep = ["image_id"] + [c for c in df.columns if c.endswith("_score") or c.endswith("_flag") or c == "flagged"]
-    return df[keep]
+    # Released under names that say what the numbers are: `inception_score` would read as the Inception
+    # Score metric, while it is the distance to the nearest training image (lower = closer).
+    return df[keep].rename(columns={c: c[: -len("_score")] + "_nn_distance" for c in keep if c.endswith("_score")})

@@ -99,6 +99,16 @@ def make_shard(run: RunDir, shard: Shard, unet, scheduler, want: dict) -> list[d
     return rows
 
 
+def _same_table(path, table: pd.DataFrame) -> bool:
+    """Whether ``path`` already holds exactly ``table``."""
+    if not path.is_file():
+        return False
+    try:
+        return pd.read_parquet(path).equals(table)
+    except Exception:  # unreadable (e.g. truncated by a crash): rewrite it
+        return False
+
+
 def sample(cfg: Config, run: RunDir, progress: bool = True) -> pd.DataFrame:
     """Run (or resume, or skip) the sampling stage; returns the samples table."""
     import torch
@@ -144,7 +154,8 @@ def sample(cfg: Config, run: RunDir, progress: bool = True) -> pd.DataFrame:
             raise RuntimeError(f"shard {shard.name} has no record after sampling ({shard_record_path(run, shard)})")
         rows.extend(got)
     table = pd.DataFrame(rows, columns=list(SAMPLES_COLUMNS))
-    if state.is_main_process:
+    if state.is_main_process and not _same_table(run.samples_table, table):
+        # Written only when it changes: later stages (audit, evaluate) key their skip on this file.
         with atomic.atomic_path(run.samples_table) as tmp:
             table.to_parquet(tmp, index=False)
         log.info("%d samples in %s", len(table), run.samples_table)

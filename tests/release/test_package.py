@@ -38,7 +38,8 @@ def test_shards_load_with_datasets_and_match_samples(audited_run, demo_config):
     samples = pd.read_parquet(run.samples_table)
     assert len(ds) == len(samples) - 1 and EXCLUDED not in set(ds["image_id"])
     assert isinstance(ds.features["image"], datasets.Image)
-    assert {"pixel_score", "phash_score", "pixel_flag", "flagged"} <= set(ds.column_names)
+    assert {"pixel_nn_distance", "phash_nn_distance", "pixel_flag", "flagged"} <= set(ds.column_names)
+    assert not [c for c in ds.column_names if c.endswith("_score")]
     assert not any(c.endswith("_nn_id") for c in ds.column_names)
     files = dict(zip(samples["image_id"], samples["file"]))
     for row in ds:

@@ -88,7 +88,10 @@ def test_killed_sampling_resumes_byte_identical(empty_samples, tmp_path, monkeyp
 
     # rerun: everything is recorded, nothing is regenerated
     monkeypatch.setattr(stage, "make_shard", lambda *a, **k: pytest.fail("finished shard regenerated"))
+    before = run.samples_table.stat().st_mtime_ns
     stage.sample(cfg_for(run), run, progress=False)
+    # ... and the table is not rewritten: audit and evaluate key their skip on it
+    assert run.samples_table.stat().st_mtime_ns == before
 
 
 def test_split_across_processes_equals_one_process(empty_samples, tmp_path, monkeypatch):

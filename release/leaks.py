@@ -39,17 +39,33 @@ def private_needles(run: RunDir, extra: list[str] | tuple[str, ...] = ()) -> set
     return out
 
 
-def _pattern(needle: str) -> re.Pattern[str]:
-    """A digit-only id counts only as a whole token (not inside a longer number or a decimal); others anywhere."""
-    if needle.isdigit():
-        return re.compile(rf"(?<![\w.]){needle}(?!\w)")
-    return re.compile(re.escape(needle))
+#: A standalone number: not part of a longer number, a word or a decimal fraction.
+_NUMBER = re.compile(r"(?<![\w.])\d+(?!\w)")
+
+
+def _found(blob: str, needles: set[str]) -> set[str]:
+    """The needles present in ``blob``: digit-only ids as whole numbers, other needles as substrings.
+
+    Numbers are pulled out of the text once and intersected with the ids (linear in the text, however many
+    ids there are); the other needles are plain substring checks.
+    """
+    digits = {n for n in needles if n.isdigit()}
+    hits = digits & set(_NUMBER.findall(blob)) if digits else set()
+    return hits | {n for n in needles - digits if n in blob}
 
 
 def redact(text: str, needles: set[str]) -> str:
-    for n in sorted(needles, key=len, reverse=True):
-        text = _pattern(n).sub("[redacted]", text)
+    for n in sorted(_found(text, needles), key=len, reverse=True):
+        pattern = rf"(?<![\w.]){n}(?!\w)" if n.isdigit() else re.escape(n)
+        text = re.sub(pattern, "[redacted]", text)
     return text
+
+
+def _safetensors_header(path: Path) -> str:
+    """The JSON header of a safetensors file (its only text: names, shapes, metadata); the rest is numbers."""
+    with open(path, "rb") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        return fh.read(min(size, 100_000_000)).decode("utf-8", "replace")
 
 
 def _texts_of(path: Path) -> list[str]:
@@ -65,6 +81,8 @@ def _texts_of(path: Path) -> list[str]:
         if img is not None:
             texts += [str(v["path"]) for v in img.column("image").to_pylist() if v and v.get("path")]
         return texts
+    if path.suffix == ".safetensors":
+        return [_safetensors_header(path)]
     return [path.read_bytes().decode("utf-8", "replace")]
 
 
@@ -75,5 +93,5 @@ def find_leaks(folder: Path, needles: set[str]) -> list[str]:
         if not p.is_file() or p.suffix == ".png":
             continue
         blob = "\n".join(_texts_of(p))
-        hits += [f"{p}: {n!r}" for n in sorted(needles) if _pattern(n).search(blob)]
+        hits += [f"{p}: {n!r}" for n in sorted(_found(blob, needles))]
     return hits

@@ -20,3 +20,14 @@ def test_parquet_scores_are_not_scanned_but_text_columns_are(tmp_path):
     assert find_leaks(tmp_path, {"113201"}) == []
     pd.DataFrame({"image_id": ["from 113201"]}).to_parquet(tmp_path / "leaky.parquet")
     assert find_leaks(tmp_path, {"113201"}) == [f"{tmp_path / 'leaky.parquet'}: '113201'"]
+
+
+def test_safetensors_header_is_scanned(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(3)}, tmp_path / "clean.safetensors", metadata={"note": "trained"})
+    assert find_leaks(tmp_path, {"datasets-PNG/113201.png", "113201"}) == []
+    save_file({"w": torch.zeros(3)}, tmp_path / "leaky.safetensors", metadata={"source": "datasets-PNG/113201.png"})
+    hits = find_leaks(tmp_path, {"datasets-PNG/113201.png", "113201"})
+    assert sorted(hits) == sorted(f"{tmp_path / 'leaky.safetensors'}: {n!r}" for n in ("113201", "datasets-PNG/113201.png"))

@@ -36,6 +36,7 @@ class SamplerCurveConfig(Strict):
     points: list[SamplerPoint] = Field(
         default_factory=lambda: [
             SamplerPoint(scheduler="ddpm", steps=1000),
+            *[SamplerPoint(scheduler="ddpm", steps=s) for s in (50, 100)],
             *[SamplerPoint(scheduler="ddim", steps=s) for s in (10, 25, 50, 100)],
             *[SamplerPoint(scheduler="dpmsolver++", steps=s) for s in (10, 20, 50)],
         ],

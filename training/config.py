@@ -108,7 +108,7 @@ class TrainConfig(Strict):
     keep_checkpoints: int = Field(3, ge=1, description="Keep the newest N checkpoints (plus any listed in sample.checkpoints).")
     sample_every: int = Field(100, ge=1, description="Write a sample grid PNG (model/grids/) every N steps and at the end.")
     grid_images: int = Field(16, ge=1, description="Images in each grid (EMA weights).")
-    grid_steps: int = Field(25, ge=1, description="DDIM steps used for the periodic grids.")
+    grid_steps: int = Field(25, ge=1, description="DDPM (ancestral) steps used for the periodic grids.")
     ema: EMAConfig = Field(default_factory=EMAConfig, description="Exponential moving average of the weights.")
     tensorboard: bool = Field(False, description="Also log to TensorBoard (model/tensorboard/; needs the tensorboard package).")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice).")

@@ -185,7 +185,10 @@ def grid_image(images: np.ndarray, min_tile: int = 128) -> np.ndarray:
 
 
 def write_grid(ema, unet_template, noise_scheduler, path: Path, n: int, steps: int, seed: int) -> None:
-    """Sample ``n`` images with the EMA weights (DDIM, ``steps``) and write them as one PNG."""
+    """Sample ``n`` images with the EMA weights (ancestral DDPM, ``steps``) and write them as one PNG.
+
+    Stochastic DDPM rather than DDIM: early in training the deterministic samplers keep the model's small
+    denoising errors as grain, so the grid would look worse than the model is."""
     from diffusers import UNet2DModel
 
     from training.sampling import generate, make_scheduler
@@ -193,7 +196,7 @@ def write_grid(ema, unet_template, noise_scheduler, path: Path, n: int, steps: i
     model = UNet2DModel.from_config(unet_template.config)
     ema.copy_to(model.parameters())
     model.eval().requires_grad_(False)
-    images = generate(model, make_scheduler("ddim", noise_scheduler), range(n), seed, steps,
+    images = generate(model, make_scheduler("ddpm", noise_scheduler), range(n), seed, steps,
                       batch_size=min(n, 16), progress=False)
     atomic.write_bytes(path, png_bytes(grid_image(images)))
 

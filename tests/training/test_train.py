@@ -108,7 +108,7 @@ def test_trained_run_is_skipped_and_grid_written(trained):
     from cspine.images import read_gray
 
     img = read_gray(grid)
-    assert img.dtype == np.uint8 and img.shape == (2 * 32 + 2, 2 * 32 + 2)
+    assert img.dtype == np.uint8 and img.shape == (2 * 128 + 2, 2 * 128 + 2)  # 32 px tiles enlarged 4x
     assert img.std() > 0
 
 

@@ -20,15 +20,14 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from cspine import atomic
+from cspine.parallel import map_with_progress
 from cspine.rundir import INDEX_COLUMNS, RunDir
 from training.ingest.csxa import Item, list_csxa
 from training.ingest.decode import decode_file
@@ -59,19 +58,7 @@ def _process(job: tuple[str, int, int]) -> dict[str, Any]:
 
 def _decode_all(items: list[Item], max_pixels: int, size: int, workers: int, progress: bool) -> list[dict]:
     jobs = [(str(it.path), max_pixels, size) for it in items]
-    bar = tqdm(total=len(jobs), desc="prepare", unit="img", disable=not progress)
-    out: list[dict] = []
-    if workers > 1 and len(jobs) >= 32:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for res in pool.map(_process, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers)))):
-                out.append(res)
-                bar.update()
-    else:
-        for job in jobs:
-            out.append(_process(job))
-            bar.update()
-    bar.close()
-    return out
+    return map_with_progress(_process, jobs, workers, "prepare", progress, min_parallel=32)
 
 
 def _list_inputs(source: str, root: Path, phantom_cfg=None) -> tuple[list[Item], list[str], list[Path], dict]:

@@ -22,16 +22,15 @@ import hashlib
 import json
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from cspine import atomic
 from cspine.images import from_unit, write_png
+from cspine.parallel import map_with_progress
 from training.phantom.anatomy import CURVATURE_CLASSES, KEYPOINT_LABELS, keypoints, layout, sample_case
 from training.phantom.render import render
 
@@ -203,18 +202,7 @@ def write_phantom_folder(out: str | os.PathLike[str], phantom_cfg, workers: int 
     plans = plan_images(c.count, c.cases, c.seed)
     jobs = [(str(out), c.seed, p, c.height, c.width) for p in plans]
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
-    bar = tqdm(total=len(jobs), desc="demo-data", unit="img", disable=not progress)
-    rows = []
-    if workers > 1 and len(jobs) >= 16:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for row in pool.map(_write_one, jobs, chunksize=8):
-                rows.append(row)
-                bar.update()
-    else:
-        for job in jobs:
-            rows.append(_write_one(job))
-            bar.update()
-    bar.close()
+    rows = map_with_progress(_write_one, jobs, workers, "demo-data", progress)
     sheet = _write_metadata(out, rows)
     files = [f"{PNG_DIR}/{p.name}.png" for p in plans] + [f"{JSON_DIR}/{p.name}.json" for p in plans] + [sheet.name]
     manifest = {

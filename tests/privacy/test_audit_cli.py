@@ -40,7 +40,8 @@ def _audit(run, *extra):
 
 def test_audit_flags_copy_gate_and_exclusion(fake_run, capsys):
     syn_id, train_id = _plant_copy(fake_run)
-    assert _audit(fake_run, "--methods", "pixel,phash,dhash") == 1
+    strict = ("--methods", "pixel,phash,dhash", "--set", "audit.exclude_flagged=false")  # the demo config excludes
+    assert _audit(fake_run, *strict) == 1
     summary = json.loads((fake_run.audit / "summary.json").read_text())
     assert summary["passed"] is False and syn_id in summary["flagged"] and summary["excluded"] == []
     assert summary["methods_run"] == ["pixel", "phash", "dhash"]
@@ -58,7 +59,7 @@ def test_audit_flags_copy_gate_and_exclusion(fake_run, capsys):
     assert "figures/distances.png" in (fake_run.audit / "summary.md").read_text()
 
     capsys.readouterr()
-    assert _audit(fake_run, "--methods", "pixel,phash,dhash") == 1  # unchanged: skipped, same verdict
+    assert _audit(fake_run, *strict) == 1  # unchanged: skipped, same verdict
     assert "up to date" in capsys.readouterr().out
 
     assert _audit(fake_run, "--methods", "pixel,phash,dhash", "--exclude-flagged") == 0

@@ -16,15 +16,6 @@ from cspine.config import load_config
 from cspine.images import read_gray
 from cspine.rundir import SAMPLES_COLUMNS, RunDir
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two threads of a tiny model are often 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 #: Largest difference allowed for the same image generated in different batch sizes (float32 in [0, 1]).
 #: Batched convolutions round differently; measured differences are ~1e-5 or less.
 BATCH_TOLERANCE = 1e-3

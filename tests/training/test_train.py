@@ -17,15 +17,6 @@ from cspine.config import load_config
 from cspine.rundir import RunDir
 from tests.fakerun import REPO, make_fake_run
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two threads of a tiny model are often 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 TINY = {
     "data.resolution": 32,
     "model.block_out_channels": [16, 32],

@@ -8,10 +8,11 @@ Reads only the input folder; writes only ``data/``:
 
 Steps: list the inputs (``csxa.list_csxa`` for csxa/phantom, ``folder.list_folder`` for folder), decode
 each once (in worker processes: ``decode.decode_file``, then ``resize.fit_square``), keep the first of
-each group of byte-identical files, decide cases and the split (``split.assign_splits``), map keypoints
-into cache coordinates, then write the three files atomically, the report last. The run fails (after
-writing the report) only when the share of bad files exceeds ``data.max_bad_fraction``. A re-run whose
-fingerprint (inputs + data config + seed) matches the report is skipped.
+each group of byte-identical files, decide cases (from the file name for csxa/phantom, by
+``folder.folder_cases`` for folder) and the split (``split.assign_splits``), map keypoints into cache
+coordinates, then write the three files atomically, the report last. The run fails (after writing the
+report) only when the share of bad files exceeds ``data.max_bad_fraction``. A re-run whose fingerprint
+(inputs + data config + seed) matches the report is skipped.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from cspine.rundir import INDEX_COLUMNS, RunDir
 from training.ingest.csxa import Item, list_csxa
 from training.ingest.decode import decode_file
 from training.ingest.errors import BadFile, IngestError
-from training.ingest.folder import list_folder
+from training.ingest.folder import folder_cases, list_folder
 from training.ingest.report import build_report, fingerprint
 from training.ingest.resize import fit_square
 from training.ingest.split import assign_splits
@@ -84,24 +85,12 @@ def _list_inputs(source: str, root: Path, phantom_cfg=None) -> tuple[list[Item],
     return items, [], covered, info
 
 
-def _assign_cases(items: list[Item], results: list[dict], keep: list[int], root: Path) -> None:
-    """Folder source: a case per top-level sub-folder, else per DICOM patient token, else per file.
-
-    The case ids written are opaque (``case-00001``...) so that neither folder names nor patient ids
-    reach the index.
-    """
-    keys: dict[int, str] = {}
-    for i in keep:
-        parts = Path(items[i].rel).parts
-        if len(parts) > 1:
-            keys[i] = "dir:" + parts[0]
-        elif results[i].get("group"):
-            keys[i] = "pt:" + results[i]["group"]
-        else:
-            keys[i] = "file:" + items[i].rel
-    opaque = {k: f"case-{n:05d}" for n, k in enumerate(sorted(set(keys.values())), start=1)}
-    for i in keep:
-        items[i].case_id = opaque[keys[i]]
+def _assign_cases(items: list[Item], results: list[dict], keep: list[int]) -> dict[str, int]:
+    """Folder source: set each kept item's case id (``folder.folder_cases``); return the per-rule counts."""
+    ids, counts = folder_cases([items[i].rel for i in keep], [results[i].get("group") for i in keep])
+    for i, case_id in zip(keep, ids):
+        items[i].case_id = case_id
+    return counts
 
 
 def _labels(item: Item, fit) -> str:
@@ -186,7 +175,7 @@ def prepare(cfg, run: RunDir, workers: int | None = None, progress: bool = True,
         fail(f"none of the {n_files} input files under {root} could be used")
 
     if data.source == "folder":
-        _assign_cases(items, results, keep, root)
+        extra["cases_by_rule"] = _assign_cases(items, results, keep)
     splits = assign_splits([items[i].case_id for i in keep], data.holdout_fraction, cfg.seed)
 
     keep.sort(key=lambda i: items[i].image_id)

@@ -16,7 +16,7 @@ from typing import Any
 from training.ingest.errors import REASONS
 
 #: Bump when the cache contents would change for the same inputs and config.
-INGEST_VERSION = "ingest-2"
+INGEST_VERSION = "ingest-3"  # 3: folder case ids are digests of the patient, not positions
 
 
 def fingerprint(data_cfg: Any, seed: int, files: list[Path], root: Path) -> str:

@@ -129,8 +129,14 @@ def _image_loader(run: RunDir, index: pd.DataFrame, samples: pd.DataFrame):
 
 
 def _write_private(path: Path, text: str) -> None:
-    atomic.write_text(path, text)
-    os.chmod(path, 0o600)
+    """Atomically write an organiser-only file (access codes, admin token): mode 0600 before any byte is in it,
+    so there is no moment at which the secret sits in a file others may read."""
+    with atomic.atomic_path(path) as tmp:
+        os.chmod(tmp, 0o600)
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def write_access_codes(paths: StudyPaths) -> None:

@@ -6,6 +6,11 @@
   add-rater   new raters with fresh access codes
   raters      list raters, their access codes and progress
   simulate    simulated raters (demo and tests; flagged, never mixed with human answers)
+
+`serve` never prints the admin token: it prints where the token is (study/admin_token.txt, mode 0600, or
+$CSPINE_STUDY_ADMIN_TOKEN), and the organiser types it into the /admin sign-in form (reader_study.server
+explains the session cookie). It listens on 127.0.0.1 unless told otherwise and warns when told to speak
+plain HTTP on any other address; SERVE_HELP says how to put HTTPS in front.
 """
 
 from __future__ import annotations
@@ -22,10 +27,35 @@ HELP = """\
 A blinded visual Turing test of the synthetic radiographs (../shared/DESIGN.md, study/).
 Typical use:
   cspine study build                      # trials, served images, access codes (study/access_codes.csv)
-  cspine study serve --host 0.0.0.0       # give each rater the URL and their access code
+  cspine study serve                      # on 127.0.0.1; put an HTTPS reverse proxy in front (serve --help)
   cspine study analyze                    # results.json, summary.md, figures/ (re-run any time)
 The answer key (study/answer_key.json) is never read by the server; keep it away from raters.
 """
+
+SERVE_HELP = """\
+Serve the rater web app and the admin view (answers go to study/responses.sqlite).
+
+Raters open the page and type their access code (study/access_codes.csv, `cspine study raters`).
+The organiser opens /admin and signs in with the admin token: the one line of study/admin_token.txt
+(mode 0600, made by `cspine study build`), or $CSPINE_STUDY_ADMIN_TOKEN if set. The token is never
+printed and never part of a URL: the sign-in form POSTs it once and gets an HttpOnly, SameSite=Strict
+session cookie (scripts may send `Authorization: Bearer <token>` instead).
+
+Access codes, the admin token and real radiographs must not cross a network in plain HTTP. The server
+listens on 127.0.0.1 by default; to reach raters on other machines, keep it there and put a reverse
+proxy with HTTPS in front, e.g. with Caddy (automatic certificates):
+    cspine study serve --port 8765
+    caddy reverse-proxy --from study.example.org --to 127.0.0.1:8765
+or nginx (`listen 443 ssl; ... location / { proxy_pass http://127.0.0.1:8765;
+proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-For $remote_addr; }`).
+Without a proxy, uvicorn can speak TLS itself: --ssl-certfile cert.pem --ssl-keyfile key.pem (with --host
+set to the address raters reach). For one organiser at a distance, an SSH tunnel also works:
+ssh -L 8765:127.0.0.1:8765 host. A --host other than loopback without TLS prints a warning.
+
+The access log on stderr carries method, path and status only, never a query string.
+"""
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _paths(args):
@@ -46,19 +76,33 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import os
+
     from reader_study.build import admin_token, load_study
     from reader_study.server import serve
 
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        print("cspine study serve: --ssl-certfile and --ssl-keyfile go together (give both or neither)", file=sys.stderr)
+        return 2
+    for f in (args.ssl_certfile, args.ssl_keyfile):
+        if f and not os.path.isfile(f):
+            raise FileNotFoundError(f"{f}: TLS file not found")
     cfg, run, paths = _paths(args)
     load_study(paths)
     host = args.host or cfg.study.host
     port = cfg.study.port if args.port is None else args.port
     token = admin_token(paths)
+    scheme = "https" if args.ssl_certfile else "http"
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
-    print(f"rater page: http://{shown}:{port}/   admin: http://{shown}:{port}/admin?token={token}")
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"listening on {host}: anyone who can reach this machine can open the page (access codes still apply)")
-    serve(paths.root, token, host, port)
+    where = "$CSPINE_STUDY_ADMIN_TOKEN" if os.environ.get("CSPINE_STUDY_ADMIN_TOKEN") else str(paths.admin_token)
+    print(f"rater page: {scheme}://{shown}:{port}/")
+    print(f"admin:      {scheme}://{shown}:{port}/admin  (sign in with the token in {where})")
+    if host not in _LOOPBACK and not args.ssl_certfile:
+        print(f"WARNING: plain HTTP on {host}: access codes, the admin token and the radiographs cross the network "
+              "unencrypted. Serve on 127.0.0.1 behind an HTTPS reverse proxy, or pass --ssl-certfile/--ssl-keyfile "
+              "(see `cspine study serve --help`).", file=sys.stderr)
+    sys.stdout.flush()
+    serve(paths.root, token, host, port, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
     return 0
 
 
@@ -144,8 +188,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     ssub = p.add_subparsers(dest="study_command", metavar="ACTION")
 
-    def action(name: str, text: str, func) -> argparse.ArgumentParser:
-        q = ssub.add_parser(name, help=text, description=text)
+    def action(name: str, text: str, func, description: str | None = None) -> argparse.ArgumentParser:
+        q = ssub.add_parser(name, help=text, description=description or text,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
         add_run_options(q)
         q.set_defaults(func=_clear_errors(name, func))
         return q
@@ -153,9 +198,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = action("build", "build study/ from held-out real images and synthetic samples (skips if built)", _build)
     q.add_argument("--force", action="store_true", help="rebuild even if the same study is built (refused once answers exist)")
 
-    q = action("serve", "serve the rater web app and the admin view (answers go to study/responses.sqlite)", _serve)
-    q.add_argument("--host", default=None, help="address to listen on (default study.host, 127.0.0.1; 0.0.0.0 for a LAN)")
+    q = action("serve", "serve the rater web app and the admin view (answers go to study/responses.sqlite)", _serve,
+               SERVE_HELP)
+    q.add_argument("--host", default=None, help="address to listen on (default study.host, 127.0.0.1; "
+                   "keep it and put an HTTPS reverse proxy in front, or use --ssl-* for another address)")
     q.add_argument("--port", type=int, default=None, help="port (default study.port, 8765)")
+    q.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this PEM certificate (chain) file")
+    q.add_argument("--ssl-keyfile", default=None, help="the private key of --ssl-certfile (PEM)")
 
     q = action("analyze", "statistics of the answers -> study/results.json, summary.md, figures/", _analyze)
     q.add_argument("--bootstrap", type=int, default=None, help="MRMC bootstrap resamples (default study.bootstrap)")

@@ -36,7 +36,8 @@ class StudyConfig(Strict):
     exclude_flagged: bool = Field(
         True, description="Leave out synthetic images the privacy audit excluded (audit/summary.json `excluded`), when an audit exists.",
     )
-    host: str = Field("127.0.0.1", description="Address `cspine study serve` listens on (loopback by default; use 0.0.0.0 to serve a LAN).")
+    host: str = Field("127.0.0.1", description="Address `cspine study serve` listens on. Keep loopback and put an HTTPS reverse proxy in "
+                      "front to serve other machines (`cspine study serve --help`); plain HTTP off loopback is warned about.")
     port: int = Field(8765, ge=0, le=65535, description="Port `cspine study serve` listens on (0 = any free port).")
     bootstrap: int = Field(2000, ge=0, description="Resamples of the multi-reader multi-case bootstrap (raters and trials resampled together).")
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level: confidence intervals are 1 - alpha, Holm correction at alpha.")

@@ -10,31 +10,62 @@ behind any reverse proxy, or into a Docker Space, if a Hugging Face Space is wan
 
 This module never opens answer_key.json: the server can be run from a study/ folder that lacks it.
 
-Routes (rater): ``GET /`` the page; ``POST /api/login`` {code}; ``GET /api/state`` and ``POST /api/answer``
-with header ``X-Access-Code``; ``GET /img/<name>.png``. Routes (organiser, ``?token=`` or header
-``X-Admin-Token``): ``GET /admin``, ``GET /admin/progress.json``, ``GET /admin/export.csv``.
+Routes (rater, every one but the page and the login with header ``X-Access-Code``): ``GET /`` the page;
+``POST /api/login`` {code}; ``GET /api/state``; ``POST /api/answer``; ``GET /img/<name>.png``.
+Routes (organiser): ``GET /admin`` (the progress page, or the sign-in form), ``POST /admin/login``,
+``POST /admin/logout``, ``GET /admin/progress.json``, ``GET /admin/export.csv``.
+
+Decisions on secrets (no secret in a URL, so none in a log line, a browser history or a Referer):
+
+- Admin sign-in: the token (study/admin_token.txt, mode 0600, or $CSPINE_STUDY_ADMIN_TOKEN) is POSTed
+  once, as a form field or JSON ``{"token": ...}``, to ``/admin/login``. The answer sets an HttpOnly,
+  SameSite=Strict cookie holding a random session value (256 bits, kept in this process's memory as its
+  sha256, valid 12 h; a restart signs the admin out), never the token itself. The cookie is marked Secure
+  when the request came over HTTPS (directly, or from a proxy on 127.0.0.1 sending X-Forwarded-Proto);
+  its Path is left to the browser's default, the folder of ``/admin/login``, so it also works when a
+  proxy serves the app under a prefix. Scripts may send ``Authorization: Bearer <token>`` instead.
+  Tokens are compared with hmac.compare_digest. A ``?token=`` query is not accepted.
+- Images: ``/img`` needs a rater's access code in ``X-Access-Code`` like every other rater route (the
+  page fetches images with it and shows them through blob: URLs), serves only the study's asset names
+  (24 hex digits + .png, listed in study.json; nothing else is ever a path), and answers
+  ``Cache-Control: no-store`` and ``Pragma: no-cache`` so no radiograph stays in a browser's cache.
+- Access log: uvicorn's own access log (which writes the request line with its query string) is off
+  (``access_log=False``, and a filter on its logger drops every record, so not even a handler attached
+  later, such as pytest's, sees one); this app logs ``client - "METHOD /path" status`` on the ``reader_study.access`` logger, the path without
+  any query string, percent-encoded as it arrived (no decoded control characters in the log).
+  :func:`uvicorn_config` is the one place that sets this up for `cspine study serve` and the tests.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import hmac
 import html
 import io
 import json
+import logging
 import re
+import secrets
+import time
 from importlib import resources
 from pathlib import Path
+from urllib.parse import parse_qs
 
-from fastapi import FastAPI, Header, HTTPException
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
 from reader_study import store
 
 _ASSET_RE = re.compile(r"^[0-9a-f]{24}\.png$")
 _NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
-_IMG_HEADERS = {"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"}
+_IMG_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache", "X-Content-Type-Options": "nosniff",
+                "Cross-Origin-Resource-Policy": "same-origin"}
+ADMIN_COOKIE = "cspine_admin"
+SESSION_SECONDS = 12 * 3600
+_MAX_LOGIN_BODY = 4096
+access_log = logging.getLogger("reader_study.access")
 
 
 class Login(BaseModel):
@@ -52,6 +83,75 @@ def _page(name: str) -> str:
     return resources.files("reader_study").joinpath("static", name).read_text(encoding="utf-8")
 
 
+def request_line_path(scope: dict) -> str:
+    """The request's path for a log line: percent-encoded as sent, never with its query string."""
+    raw = scope.get("raw_path")
+    if raw is None:
+        raw = scope.get("path", "").encode("utf-8", "backslashreplace")
+    raw = bytes(raw).split(b"?", 1)[0]
+    return raw.decode("ascii", "backslashreplace")
+
+
+class AccessLog:
+    """ASGI middleware: one INFO line per HTTP request on ``reader_study.access``, method + path + status only."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        logged = False
+
+        def log(status: int) -> None:
+            nonlocal logged
+            logged = True
+            client = scope.get("client")
+            who = f"{client[0]}:{client[1]}" if client else "-"
+            access_log.info('%s - "%s %s" %d', who, scope.get("method", "-"), request_line_path(scope), status)
+
+        async def send_logged(message):
+            if message["type"] == "http.response.start":
+                log(message["status"])  # before the response leaves: a client that has it finds the line written
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_logged)
+        finally:
+            if not logged:
+                log(500)
+
+
+class AdminSessions:
+    """Signed-in admin browsers: random session values, stored as their sha256, each with an expiry."""
+
+    def __init__(self, seconds: int = SESSION_SECONDS, clock=time.monotonic):
+        self.seconds, self.clock, self._expiry = seconds, clock, {}
+
+    @staticmethod
+    def _key(value: str) -> str:
+        return hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
+
+    def new(self) -> str:
+        now = self.clock()
+        self._expiry = {k: t for k, t in self._expiry.items() if t > now}
+        value = secrets.token_urlsafe(32)
+        self._expiry[self._key(value)] = now + self.seconds
+        return value
+
+    def valid(self, value: str | None) -> bool:
+        return bool(value) and self._expiry.get(self._key(value), 0) > self.clock()
+
+    def end(self, value: str | None) -> None:
+        if value:
+            self._expiry.pop(self._key(value), None)
+
+
+def token_matches(given: str | None, admin_token: str) -> bool:
+    """Constant-time comparison of a presented admin token with the real one."""
+    return bool(given) and hmac.compare_digest(given.encode("utf-8", "surrogateescape"), admin_token.encode("utf-8"))
+
+
 def create_app(study_dir: Path, admin_token: str) -> FastAPI:
     """The app for one built study folder (study.json, assets/, responses.sqlite)."""
     study_dir = Path(study_dir)
@@ -62,8 +162,10 @@ def create_app(study_dir: Path, admin_token: str) -> FastAPI:
     trial_images = {t["trial"]: t["images"] for t in study["trials"]}
     allowed = {f"{n}.png" for imgs in trial_images.values() for n in imgs}
     rater_page = _page("rater.html")
+    sessions = AdminSessions()
 
     app = FastAPI(title="cspine reader study", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(AccessLog)
 
     def rater_for(code: str | None) -> store.Rater:
         if not code:
@@ -86,9 +188,22 @@ def create_app(study_dir: Path, admin_token: str) -> FastAPI:
             out |= {"step": None, "images": None}
         return out
 
-    def check_admin(token: str | None) -> None:
-        if not token or not hmac.compare_digest(token.encode(), admin_token.encode()):
-            raise HTTPException(403, "admin token required (?token=... or header X-Admin-Token)")
+    def is_admin(request: Request) -> bool:
+        auth = request.headers.get("authorization", "")
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and token_matches(value.strip(), admin_token):
+            return True
+        return sessions.valid(request.cookies.get(ADMIN_COOKIE))
+
+    def check_admin(request: Request) -> None:
+        if not is_admin(request):
+            raise HTTPException(401, "admin sign-in required (POST the token to /admin/login, or send Authorization: Bearer)")
+
+    def sign_in_page(action: str, error: str = "", status: int = 401) -> HTMLResponse:
+        """The sign-in form; ``action`` is /admin/login relative to where the page is shown (links stay relative
+        so that a proxy may serve the app under a prefix)."""
+        page = _page("admin_login.html").replace("{{ACTION}}", action).replace("{{ERROR}}", html.escape(error))
+        return HTMLResponse(page, status_code=status, headers=_NO_STORE)
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
@@ -113,7 +228,8 @@ def create_app(study_dir: Path, admin_token: str) -> FastAPI:
         return JSONResponse(state(rater) | {"stored": stored}, headers=_NO_STORE)
 
     @app.get("/img/{name}")
-    def image(name: str) -> Response:
+    def image(name: str, x_access_code: str | None = Header(None)) -> Response:
+        rater_for(x_access_code)  # first: without a code, nothing (not even which names exist) is revealed
         if not _ASSET_RE.match(name) or name not in allowed:
             raise HTTPException(404, "not found")
         return Response((assets / name).read_bytes(), media_type="image/png", headers=_IMG_HEADERS)
@@ -127,21 +243,53 @@ def create_app(study_dir: Path, admin_token: str) -> FastAPI:
                                  done=store.answered(conn, r.rater_id), total=len(r.trial_order), last_answer=last))
         return rows
 
+    @app.post("/admin/login")
+    async def admin_login(request: Request) -> Response:
+        body = await request.body()
+        if len(body) > _MAX_LOGIN_BODY:
+            raise HTTPException(413, "request too large")
+        is_json = request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json"
+        if is_json:
+            try:
+                given = json.loads(body).get("token")
+            except (ValueError, AttributeError):
+                raise HTTPException(400, 'expected JSON {"token": "..."}') from None
+        else:
+            given = (parse_qs(body.decode("utf-8", "replace")).get("token") or [None])[0]
+        if not isinstance(given, str) or not token_matches(given.strip(), admin_token):
+            if is_json:
+                raise HTTPException(403, "wrong admin token")
+            return sign_in_page("login", "That token is not right.", 403)  # shown at /admin/login
+        # 303 to the admin page (relative, so a proxy prefix is kept); JSON callers get {"ok": true}
+        resp: Response = JSONResponse({"ok": True}, headers=_NO_STORE) if is_json else \
+            RedirectResponse("../admin", status_code=303, headers=_NO_STORE)
+        resp.set_cookie(ADMIN_COOKIE, sessions.new(), max_age=SESSION_SECONDS, path=None, httponly=True,
+                        samesite="strict", secure=request.url.scheme == "https")
+        return resp
+
+    @app.post("/admin/logout")
+    def admin_logout(request: Request) -> Response:
+        sessions.end(request.cookies.get(ADMIN_COOKIE))
+        resp = RedirectResponse("../admin", status_code=303, headers=_NO_STORE)
+        resp.delete_cookie(ADMIN_COOKIE, path=None, httponly=True, samesite="strict", secure=request.url.scheme == "https")
+        return resp
+
     @app.get("/admin/progress.json")
-    def admin_progress(token: str | None = None, x_admin_token: str | None = Header(None)) -> JSONResponse:
-        check_admin(token or x_admin_token)
+    def admin_progress(request: Request) -> JSONResponse:
+        check_admin(request)
         return JSONResponse({"n_trials": n_trials, "raters": progress()}, headers=_NO_STORE)
 
     @app.get("/admin/export.csv")
-    def admin_export(token: str | None = None, x_admin_token: str | None = Header(None)) -> Response:
-        check_admin(token or x_admin_token)
+    def admin_export(request: Request) -> Response:
+        check_admin(request)
         with store.connect(db) as conn:
             text = responses_csv(store.responses(conn), k)
         return Response(text, media_type="text/csv", headers=_NO_STORE | {"Content-Disposition": 'attachment; filename="responses.csv"'})
 
     @app.get("/admin", response_class=HTMLResponse)
-    def admin(token: str | None = None, x_admin_token: str | None = Header(None)) -> HTMLResponse:
-        check_admin(token or x_admin_token)
+    def admin(request: Request) -> HTMLResponse:
+        if not is_admin(request):
+            return sign_in_page("admin/login")  # shown at /admin
         rows = progress()
         body = "".join(
             f"<tr><td>{html.escape(r['rater_id'])}</td><td>{html.escape(r['name'])}{' (simulated)' if r['simulated'] else ''}</td>"
@@ -152,7 +300,6 @@ def create_app(study_dir: Path, admin_token: str) -> FastAPI:
         done = sum(r["done"] for r in rows)
         total = sum(r["total"] for r in rows)
         page = _page("admin.html").replace("{{ROWS}}", body).replace("{{DONE}}", str(done)).replace("{{TOTAL}}", str(total))
-        page = page.replace("{{TOKEN}}", html.escape(token or ""))
         return HTMLResponse(page, headers=_NO_STORE)
 
     return app
@@ -170,7 +317,52 @@ def responses_csv(rows: list[dict], k: int) -> str:
     return buf.getvalue()
 
 
-def serve(study_dir: Path, admin_token: str, host: str, port: int) -> None:  # pragma: no cover - blocking
+def log_config(level: str = "info") -> dict:
+    """Logging for `cspine study serve`: uvicorn's messages and this app's access lines on stderr.
+
+    uvicorn's own access logger is silenced (its request line carries the query string); the app's
+    AccessLog middleware writes method + path + status instead.
+    """
+    lvl = level.upper()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}},
+        "loggers": {
+            "uvicorn": {"handlers": ["stderr"], "level": lvl, "propagate": False},
+            "uvicorn.error": {"level": lvl},
+            "uvicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
+            "reader_study.access": {"handlers": ["stderr"], "level": lvl, "propagate": False},
+        },
+    }
+
+
+class _DropAll(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+_DROP_ALL = _DropAll()
+
+
+def uvicorn_config(app, host: str, port: int, ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
+                   logging_config: dict | None = None):
+    """The uvicorn settings of `cspine study serve` (the tests run the same, with ``logging_config=None`` so
+    pytest's log capture sees every record): no uvicorn access log, no Server/Date headers, TLS when given,
+    X-Forwarded-Proto/For trusted from a proxy on 127.0.0.1 only (uvicorn's default)."""
     import uvicorn
 
-    uvicorn.run(create_app(study_dir, admin_token), host=host, port=port, log_level="info", server_header=False, date_header=False)
+    config = uvicorn.Config(app, host=host, port=port, log_config=logging_config, access_log=False,
+                            server_header=False, date_header=False, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+                            proxy_headers=True, forwarded_allow_ips="127.0.0.1")
+    logging.getLogger("uvicorn.access").addFilter(_DROP_ALL)  # after Config, which (re)configures logging
+    return config
+
+
+def serve(study_dir: Path, admin_token: str, host: str, port: int, ssl_certfile: str | None = None,
+          ssl_keyfile: str | None = None) -> None:  # pragma: no cover - blocking
+    import uvicorn
+
+    config = uvicorn_config(create_app(study_dir, admin_token), host, port, ssl_certfile, ssl_keyfile, log_config())
+    uvicorn.Server(config).run()

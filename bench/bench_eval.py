@@ -29,10 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv if argv is not None else [])
     torch.set_num_threads(args.threads)
 
+    from cspine.feature_cache import FeatureCache
     from evaluation.data import from_unit
     from evaluation.features import set_features
     from evaluation.metrics import fid
-    from privacy.feature_cache import FeatureCache
     from tests.fakerun import blob_image
 
     rng = np.random.default_rng(0)

@@ -19,11 +19,11 @@ import numpy as np
 
 from cspine import atomic
 from cspine.config import Config
+from cspine.inception import network_id
 from cspine.rundir import RunDir
 from evaluation import curves, metrics, report
 from evaluation.data import ImageSet, load_real, load_samples
 from evaluation.features import set_features
-from evaluation.inception import network_id
 
 
 def _file_stamp(path) -> str:

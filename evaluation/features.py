@@ -1,6 +1,6 @@
 """Inception features of an image set, read from / written to the shared per-image feature cache.
 
-The cache (privacy.feature_cache) is keyed by the network id (evaluation.inception.network_id) and the
+The cache (cspine.feature_cache) is keyed by the network id (cspine.inception.network_id) and the
 sha256 of each image's uint16 pixels, so the privacy audit and `cspine evaluate` embed each image once.
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from cspine.feature_cache import FeatureCache, image_key
+from cspine.inception import inception_features, network_id
 from evaluation.data import ImageSet
-from evaluation.inception import inception_features, network_id
-from privacy.feature_cache import FeatureCache, image_key
 
 
 def set_features(images: ImageSet, cache: FeatureCache | None = None, batch_size: int = 32,

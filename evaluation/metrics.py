@@ -1,7 +1,7 @@
 """Distribution metrics on feature vectors and images: FID, KID, improved precision/recall, MS-SSIM diversity.
 
 Pure functions of their inputs. FID and KID are torchmetrics' implementations: the bundled FID Inception
-(evaluation.inception) produces the features (cached per image), and a pass-through module hands them to
+(cspine.inception) produces the features (cached per image), and a pass-through module hands them to
 torchmetrics as its ``feature=`` extractor, so the metric arithmetic is the library's, not ours.
 :func:`frechet_distance` is a direct scipy computation, kept to check torchmetrics against (tests) and
 for non-Inception features (the radiomics fallback).

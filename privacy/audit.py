@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from cspine.feature_cache import FeatureCache, image_key
 from privacy import calibrate as cal
-from privacy.embedders import Embedder
-from privacy.feature_cache import FeatureCache, image_key
+from privacy.embedders import DistanceScale, Embedder
 from privacy.inputs import AuditInputs
 from privacy.search import nearest, topk
 
@@ -34,6 +34,7 @@ class MethodResult:
     name: str
     describe: str
     metric: str
+    scale: DistanceScale
     threshold: cal.Threshold
     nn_idx: np.ndarray  # [n_synth, k] training indices
     nn_dist: np.ndarray  # [n_synth, k]
@@ -106,14 +107,13 @@ def audit_method(
     sub = rng.choice(n_train, size=min(n_train, len(inputs.holdout)), replace=False)
     syn_sub = nearest(q_syn, subset_rows(b_train, g, sub), emb.metric, **kw)
     t_search = time.perf_counter() - t0
-    thr = cal.calibrate(emb.name, hold_dist, cfg.holdout_quantile, cal.floor_for(emb.name, cfg),
-                        cfg.floor_max_holdout_share)
+    thr = cal.calibrate(emb.name, hold_dist, cfg.holdout_quantile, emb.floor, cfg.floor_max_holdout_share)
     d = nn_dist[:, 0]
     n_img = len(inputs.train) + len(inputs.holdout) + len(inputs.synth)
     computed = c1 + c2 + c3 + c4
     embed_s = t1 + t2 + t3
     return MethodResult(
-        name=emb.name, describe=emb.describe, metric=emb.metric, threshold=thr,
+        name=emb.name, describe=emb.describe, metric=emb.metric, scale=emb.scale, threshold=thr,
         nn_idx=nn_idx, nn_dist=nn_dist, holdout_dist=hold_dist, synth_to_holdout=syn_hold,
         synth_to_train_subset=syn_sub, flags=thr.flags(d), floor_hits=thr.floor_hits(d),
         percentile=cal.holdout_percentile(d, hold_dist),
@@ -206,8 +206,7 @@ def audit_arrays(
         ),
         "thresholds": {
             m.name: {
-                "distance": "1 - Pearson correlation" if m.name == "pixel" else
-                ("Hamming bits" if m.metric == "hamming" else "1 - cosine similarity"),
+                "distance": m.scale.label,
                 "calibrated": m.threshold.calibrated, "floor": m.threshold.floor,
                 "floor_requested": m.threshold.floor_requested, "floor_note": m.threshold.floor_note,
                 "holdout_quantile": m.threshold.quantile, "n_holdout": m.threshold.n_holdout,

@@ -5,7 +5,8 @@ Where it sits: privacy/audit.py computes, per method, the nearest-training dista
 
 - A synthetic image is flagged by a method when it is strictly closer to a training image than the
   ``q``-quantile of holdout-to-train distances (closer than nearly all real unseen images are), or when
-  it is within the method's absolute floor (e.g. pHash Hamming distance <= 10 of 64), whichever is looser.
+  it is within the method's absolute floor (its embedder's ``floor``, e.g. pHash Hamming distance <= 10 of
+  64), whichever is looser.
   A floor is only trusted where the data allow it: when more than ``max_floor_share`` of the holdout
   images are themselves within the floor of a training image (radiographs of one standard view often
   share their coarse layout, so distinct patients can have equal 64-bit pHashes), the floor would flag
@@ -45,17 +46,6 @@ class Threshold:
         if self.floor is None:
             return np.zeros(len(dist), dtype=bool)
         return np.asarray(dist, dtype=np.float64) <= self.floor
-
-
-def floor_for(method: str, cfg) -> float | None:
-    """Absolute floor in distance units for ``method`` from an AuditConfig (None: calibrated only)."""
-    if method == "phash":
-        return float(cfg.phash_floor)
-    if method == "dhash":
-        return float(cfg.dhash_floor)
-    if method == "pixel":
-        return 1.0 - float(cfg.pixel_floor)
-    return None
 
 
 def calibrate(

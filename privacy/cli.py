@@ -71,9 +71,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     import torch
 
+    from cspine.feature_cache import FeatureCache
     from privacy.audit import audit_arrays
     from privacy.embedders import build_embedders
-    from privacy.feature_cache import FeatureCache
     from privacy.inputs import load_inputs
     from privacy.outputs import write_outputs
 

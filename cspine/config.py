@@ -1,50 +1,46 @@
-"""Typed run config: one YAML file per run under ``configs/``, validated with pydantic.
+"""Typed run config: the strict base every config section uses, and loading YAML into a composed config.
 
-Each stage owns its section model in its own package (``training.config``, ``privacy.config``, ...);
-this module composes them into :class:`Config` and loads YAML. Every model forbids unknown keys, so a
-misspelt or missing key fails in :func:`load_config` with a :class:`ConfigError` naming the key and the
-file, before any stage does work.
+Each stage owns its section model in its own package (``training.config``, ``privacy.config``, ...) built on
+:class:`Strict`; the composed ``Config`` of all sections is assembled from the stage table
+(``cspine.stages``), above the stages, so this module imports no stage. Every model forbids unknown keys,
+so a misspelt or missing key fails in :func:`load_config_file` with a :class:`ConfigError` naming the key and
+the file, before any stage does work.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cspine.schema import Strict
-
-from evaluation.config import EvaluateConfig
-from privacy.config import AuditConfig
-from reader_study.config import StudyConfig
-from release.config import ReleaseConfig
-from training.config import DataConfig, ModelConfig, SampleConfig, TrainConfig
+from cspine.errors import StageError
 
 
-class ConfigError(ValueError):
-    """A config file is missing, unreadable, or has a wrong or missing key."""
+class Strict(BaseModel):
+    """Base for config sections: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class Config(Strict):
-    """The whole run config. ``run_dir`` defaults to ``runs/<name>`` relative to the working directory."""
+class ConfigError(StageError, ValueError):
+    """A config file is missing, unreadable, or has a wrong or missing key (exit code 2)."""
+
+
+class RunConfig(Strict):
+    """The keys of a run that belong to no stage; the stage table adds one field per section."""
 
     name: str = Field(description="Run name; the run directory is runs/<name> unless run_dir is set.")
     seed: int = Field(0, description="Master seed: data split, training, sampling, study randomisation.")
     run_dir: Path | None = Field(None, description="Run directory (default runs/<name>).")
-    data: DataConfig
-    model: ModelConfig
-    train: TrainConfig
-    sample: SampleConfig
-    audit: AuditConfig = Field(default_factory=AuditConfig)
-    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
-    study: StudyConfig = Field(default_factory=StudyConfig)
-    release: ReleaseConfig = Field(default_factory=ReleaseConfig)
 
     @property
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir) if self.run_dir is not None else Path("runs") / self.name
+
+
+C = TypeVar("C", bound=RunConfig)
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
@@ -61,18 +57,18 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def config_from_dict(raw: Any, source: str = "<dict>") -> Config:
-    """Validate a parsed mapping; errors name each bad key and ``source``."""
+def config_from_dict(raw: Any, model: type[C], source: str = "<dict>") -> C:
+    """Validate a parsed mapping as ``model``; errors name each bad key and ``source``."""
     if not isinstance(raw, dict):
         raise ConfigError(f"invalid config {source}: the top level must be a mapping of keys")
     try:
-        return Config.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source)) from None
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
-    """Load and validate a YAML config file. ``overrides`` are dotted keys (``train.max_steps``)."""
+def load_config_file(path: str | Path, model: type[C], overrides: dict[str, Any] | None = None) -> C:
+    """Load and validate a YAML config file as ``model``. ``overrides`` are dotted keys (``train.max_steps``)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
@@ -80,15 +76,19 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid config {path}: the top level must be a mapping of keys")
     for dotted, value in (overrides or {}).items():
         node = raw
         *parents, leaf = dotted.split(".")
         for part in parents:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"invalid override {dotted}: {part} is not a section in {path}")
         node[leaf] = value
-    return config_from_dict(raw, str(path))
+    return config_from_dict(raw, model, str(path))
 
 
-def dump_config(cfg: Config) -> str:
+def dump_config(cfg: BaseModel) -> str:
     """The resolved config as YAML (what a run directory's config.yaml holds)."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

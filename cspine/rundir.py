@@ -5,7 +5,9 @@ own. Every stage gets its paths from :class:`RunDir` rather than joining strings
 in one place::
 
     runs/NAME/
-      config.yaml                    resolved config of this run
+      config.yaml                    resolved config of this run (written once, when the run is created)
+      log.txt                        the one log of every command run on it
+      STAGE/record.json              provenance of each stage (cspine.provenance)
       data/     index.parquet        one row per source image (see INDEX_COLUMNS)
                 ingest_report.json   every skipped file with its reason, duplicates
                 pixels.npy           uint16 [N, R, R] pixel cache, row i = index row i (cache_row)
@@ -22,8 +24,24 @@ in one place::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from cspine.errors import StageError
+
+
+class MissingInput(StageError, FileNotFoundError):
+    """A stage's input is not there yet: run the stage that makes it (exit code 2)."""
+
+
+_STEP = re.compile(r"step-(\d+)")
+
+
+def checkpoint_step(name: str) -> int | None:
+    """N of a "step-N" checkpoint name, else None: the one place that parses the name."""
+    m = _STEP.fullmatch(name)
+    return int(m.group(1)) if m else None
 
 #: Columns of ``data/index.parquet``. ``split`` is "train" or "holdout"; ``labels`` is a JSON string
 #: (CSXA: keypoints scaled to the cached image, curvature class, sex, age); ``width``/``height`` are the
@@ -58,6 +76,10 @@ class RunDir:
     def config(self) -> Path:
         return self.root / "config.yaml"
 
+    @property
+    def log(self) -> Path:
+        return self.root / "log.txt"
+
     # -- data/ (prepare) -------------------------------------------------------------------
     @property
     def data(self) -> Path:
@@ -86,6 +108,23 @@ class RunDir:
 
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / f"step-{step}"
+
+    def checkpoint_steps(self, complete_marker: str = "trainer_state.json") -> list[int]:
+        """Steps of the checkpoint folders holding ``complete_marker`` (a folder is renamed into place only
+        once fully written, so the marker is there for every finished one), sorted."""
+        if not self.checkpoints.is_dir():
+            return []
+        return sorted(s for p in self.checkpoints.iterdir()
+                      if p.is_dir() and (s := checkpoint_step(p.name)) is not None and (p / complete_marker).exists())
+
+    def unet_folder(self, checkpoint: str) -> Path:
+        """The EMA U-Net of ``checkpoint``: "final" is model/pipeline/unet, "step-N" that checkpoint's unet_ema/."""
+        if checkpoint == "final":
+            return self.pipeline / "unet"
+        step = checkpoint_step(checkpoint)
+        if step is None:
+            raise ValueError(f'checkpoint must be "final" or "step-N", got {checkpoint!r}')
+        return self.checkpoint(step) / "unet_ema"
 
     @property
     def pipeline(self) -> Path:
@@ -118,6 +157,18 @@ class RunDir:
         return self.root / "audit"
 
     @property
+    def audit_summary(self) -> Path:
+        return self.audit / "summary.json"
+
+    @property
+    def audit_table(self) -> Path:
+        return self.audit / "audit.parquet"
+
+    @property
+    def eval_metrics(self) -> Path:
+        return self.eval / "metrics.json"
+
+    @property
     def eval(self) -> Path:
         return self.root / "eval"
 
@@ -138,10 +189,15 @@ class RunDir:
     def release_model(self) -> Path:
         return self.release / "model"
 
+    @property
+    def published(self) -> Path:
+        """Where ``cspine publish`` keeps its record (release/ holds the package stage's)."""
+        return self.release / "published"
+
     def require(self, path: Path, stage: str) -> Path:
         """Return ``path`` if it exists, else raise a clear error naming the stage that makes it."""
         if not path.exists():
-            raise FileNotFoundError(
+            raise MissingInput(
                 f"{path} does not exist: run `cspine {stage}` for this run first "
                 f"(run directory {self.root})"
             )

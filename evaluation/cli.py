@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cspine.stage import add_run_options, open_run
+from cspine.command import Command
 
 DESCRIPTION = """\
 Quality of the synthetic images of a run, written to eval/ (metrics.json, summary.md, figures/):
@@ -18,32 +18,32 @@ Sample counts are under `evaluate.*` in the config (e.g. --set evaluate.sampler_
 """
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def _run(cfg, run, args) -> dict:
     import torch
 
     from evaluation.evaluate import run_evaluate
 
-    cfg, run = open_run(args)
     if not cfg.evaluate.enabled:
-        print("cspine evaluate: evaluate.enabled is false; nothing to do")
-        return 0
+        return {}
     if args.threads:
         torch.set_num_threads(args.threads)
-    m = run_evaluate(cfg, run, checkpoints=args.checkpoints, samplers=args.samplers, force=args.force,
-                     progress=not args.no_progress)
+    return run_evaluate(cfg, run, checkpoints=args.checkpoints, samplers=args.samplers, force=args.force,
+                        progress=not args.no_progress)
+
+
+def _summary(m: dict, cfg, run) -> str:
+    if not cfg.evaluate.enabled:
+        return "evaluate: evaluate.enabled is false; nothing to do"
     h = m.get("vs_holdout") or m.get("vs_train") or {}
-    print(f"cspine evaluate: wrote {run.eval / 'metrics.json'}; vs holdout: FID {h.get('fid', float('nan')):.4g} "
-          f"(n={h.get('n_fake')}/{h.get('n_real')}), KID {h.get('kid', float('nan')):.4g} +- {h.get('kid_std', 0):.2g}")
+    line = (f"evaluate: wrote {run.eval_metrics}; vs holdout: FID {h.get('fid', float('nan')):.4g} "
+            f"(n={h.get('n_fake')}/{h.get('n_real')}), KID {h.get('kid', float('nan')):.4g} +- {h.get('kid_std', 0):.2g}")
     rec = (m.get("sampler_curve") or {}).get("recommended")
     if rec:
-        print(f"recommended sampler: {rec['scheduler']} {rec['steps']} steps ({rec['images_per_s']:.3g} images/s)")
-    return 0
+        line += f"\nrecommended sampler: {rec['scheduler']} {rec['steps']} steps ({rec['images_per_s']:.3g} images/s)"
+    return line
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="quality metrics of samples/ against the real images",
-                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_run_options(p)
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoints", action="store_true",
                    help="also score every saved checkpoint (evaluate.checkpoint_curve.*) and plot against step")
     p.add_argument("--samplers", action="store_true",
@@ -51,4 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="recompute the main metrics even if inputs are unchanged")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_evaluate)
+
+
+EVALUATE = Command(DESCRIPTION, _run, _summary, _arguments,
+                   reruns=lambda args: bool(args.force or args.checkpoints or args.samplers))

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from cspine.schema import Strict
+from cspine.config import Strict
 
 
 class SamplerPoint(Strict):

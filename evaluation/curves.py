@@ -12,7 +12,6 @@ resumes and a finished one is skipped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from cspine import atomic
+from cspine import provenance, rundata
 from cspine.rundir import RunDir
 from evaluation.data import from_unit
 from evaluation.features import set_features
@@ -44,15 +44,8 @@ def list_checkpoints(run: RunDir) -> list[str]:
 
 
 def _weights_stamp(run: RunDir, checkpoint: str) -> str:
-    """Changes when a checkpoint's weights are rewritten (retraining into the same run dir)."""
-    from training.sampling import checkpoint_dir
-
-    folder = checkpoint_dir(run, checkpoint)
-    parts = []
-    for p in sorted(folder.glob("*")):
-        st = p.stat()
-        parts.append(f"{p.name}:{st.st_size}:{int(st.st_mtime)}")
-    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+    """Changes when a checkpoint's weights change (retraining into the same run dir): their sha256."""
+    return provenance.digest(rundata.weights_fp(run, checkpoint))[:16]
 
 
 def _load_points(path: Path) -> dict:

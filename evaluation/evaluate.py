@@ -10,7 +10,6 @@ per setting (eval/*_curve.json).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from typing import Callable
@@ -18,7 +17,8 @@ from typing import Callable
 import numpy as np
 
 from cspine import atomic
-from cspine.config import Config
+from cspine import provenance, rundata
+from cspine.config import RunConfig
 from cspine.inception import network_id
 from cspine.rundir import RunDir
 from evaluation import curves, metrics, report
@@ -26,17 +26,12 @@ from evaluation.data import ImageSet, load_real, load_samples
 from evaluation.features import set_features
 
 
-def _file_stamp(path) -> str:
-    if not path.exists():
-        return "absent"
-    st = path.stat()
-    return f"{st.st_size}:{int(st.st_mtime)}"
-
-
-def _fingerprint(cfg: Config, run: RunDir) -> str:
-    parts = [cfg.evaluate.model_dump_json(exclude={"checkpoint_curve", "sampler_curve"}), network_id(),
-             _file_stamp(run.index), _file_stamp(run.pixels), _file_stamp(run.samples_table)]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+def _fingerprint(cfg: RunConfig, run: RunDir) -> str:
+    """What the main metrics depend on, by content: their settings, the network, the data and the samples.
+    (The stage's record decides whether evaluate runs; this keeps the main metrics when only a curve is
+    asked for, `cspine evaluate --samplers`.)"""
+    return provenance.digest({"evaluate": cfg.evaluate.model_dump(mode="json", exclude={"checkpoint_curve", "sampler_curve"}),
+                              "network": network_id(), "data": rundata.data_fp(run), "samples": rundata.samples_fp(run)})[:16]
 
 
 def compare(real: np.ndarray, fake: np.ndarray, k: int, kid_subset: int, kid_subsets: int, seed: int) -> dict:
@@ -51,7 +46,7 @@ def compare(real: np.ndarray, fake: np.ndarray, k: int, kid_subset: int, kid_sub
     return out
 
 
-def run_evaluate(cfg: Config, run: RunDir, *, checkpoints: bool = False, samplers: bool = False,
+def run_evaluate(cfg: RunConfig, run: RunDir, *, checkpoints: bool = False, samplers: bool = False,
                  force: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Run the stage; returns the content of eval/metrics.json."""
     ec = cfg.evaluate
@@ -110,7 +105,7 @@ def run_evaluate(cfg: Config, run: RunDir, *, checkpoints: bool = False, sampler
     return m
 
 
-def _main_metrics(cfg: Config, run: RunDir, holdout: ImageSet, train: ImageSet, feats: dict, progress: bool,
+def _main_metrics(cfg: RunConfig, run: RunDir, holdout: ImageSet, train: ImageSet, feats: dict, progress: bool,
                   log: Callable[[str], None]) -> dict:
     ec = cfg.evaluate
     synth = load_samples(run, ec.max_images, ec.seed + 2)
@@ -175,4 +170,5 @@ def _main_metrics(cfg: Config, run: RunDir, holdout: ImageSet, train: ImageSet, 
             div[s.name] = metrics.diversity(s.unit(), ec.diversity_pairs, ec.seed)
     m["diversity"] = div
     report.plot_examples((holdout if len(holdout) else train).unit(), synth.unit(), run.eval / "figures" / "examples.png")
+    report.plot_synthetic(synth.unit(), run.eval / "figures" / "synthetic_examples.png")
     return m

@@ -1,6 +1,9 @@
 """Figures (eval/figures/*.png) and the Markdown snippet (eval/summary.md) of `cspine evaluate`.
 
 The snippet is included by the dataset card: no top-level header, figures referenced as figures/NAME.png.
+Only figures without real pixels may be referenced there (synthetic_examples.png, the curves):
+examples.png puts real held-out radiographs beside synthetic ones for the team and stays in the run folder
+(the release copies allow-listed figures only, release.package.PUBLIC_FIGURES).
 """
 
 from __future__ import annotations
@@ -38,6 +41,22 @@ def plot_examples(real: np.ndarray, synthetic: np.ndarray, path: Path, n: int = 
             ax.imshow(imgs[i], cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([]), ax.set_yticks([])
         axes[row][0].set_ylabel(label, fontsize=8)
+    _save(fig, path)
+
+
+def plot_synthetic(synthetic: np.ndarray, path: Path, n: int = 16) -> None:
+    """A grid of synthetic images only (float [0, 1]): the examples figure a release may show."""
+    plt = _plt()
+    n = min(n, len(synthetic))
+    cols = min(8, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.5 * rows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k < n:
+            ax.imshow(synthetic[k], cmap="gray", vmin=0, vmax=1)
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.axis("on" if k < n else "off")
+    fig.suptitle("synthetic images", fontsize=9)
     _save(fig, path)
 
 
@@ -158,7 +177,7 @@ def summary_markdown(m: dict) -> str:
         lines += ["", f"Diversity, mean pairwise MS-SSIM (lower = more varied; synthetic well above real suggests "
                   f"mode collapse; {scales} scales at this resolution): " + ", ".join(parts) + "."]
     lines.append("")
-    lines.append("![real and synthetic examples](figures/examples.png)")
+    lines.append("![synthetic examples](figures/synthetic_examples.png)")
     ck = m.get("checkpoint_curve") or []
     if ck:
         lines += ["", "### Checkpoints", "", "| checkpoint | step | KID | FID |", "| --- | --- | --- | --- |"]

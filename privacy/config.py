@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from cspine.schema import Strict
+from cspine.config import Strict
 
 Method = Literal["clip", "inception", "phash", "dhash", "pixel"]
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cspine.hashing import sha256_file
+from cspine.errors import StageError
 from cspine.rundir import INDEX_COLUMNS, SAMPLES_COLUMNS, RunDir
 
 
-class AuditInputError(ValueError):
+class AuditInputError(StageError):
     """An input of the audit is missing or malformed; the message names the file."""
 
 
@@ -32,7 +32,6 @@ class AuditInputs:
     synth_ids: list[str]
     synth: np.ndarray
     synth_files: list[str]  # relative to samples/
-    fingerprint: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -127,14 +126,9 @@ def load_inputs(run: RunDir) -> AuditInputs:
         synth[i] = a
     if resized:
         notes.append(f"{resized} synthetic images were not {R}x{R} and were resized to it for the comparison")
-    fingerprint = {
-        "index_sha256": sha256_file(run.index),
-        "pixels_size": str(run.pixels.stat().st_size),
-        "samples_sha256": sha256_file(run.samples_table),
-    }
     return AuditInputs(
         train_ids=tr["image_id"].astype(str).tolist(), train=train,
         holdout_ids=ho["image_id"].astype(str).tolist(), holdout=holdout,
         synth_ids=samples["image_id"].astype(str).tolist(), synth=synth,
-        synth_files=samples["file"].astype(str).tolist(), fingerprint=fingerprint, notes=notes,
+        synth_files=samples["file"].astype(str).tolist(), notes=notes,
     )

@@ -30,7 +30,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from cspine import atomic
-from cspine.config import Config
+from cspine.config import RunConfig
 from cspine.images import read_gray
 from cspine.rundir import RunDir
 from reader_study import store
@@ -68,7 +68,7 @@ def _natural_key(name: str) -> tuple:
     return (1, 0, name)
 
 
-def load_inputs(cfg: Config, run: RunDir) -> tuple[list[str], dict[str, list[str]], pd.DataFrame, pd.DataFrame]:
+def load_inputs(cfg: RunConfig, run: RunDir) -> tuple[list[str], dict[str, list[str]], pd.DataFrame, pd.DataFrame]:
     """Held-out real ids, synthetic ids per group, and the index/samples tables; clear errors on bad input."""
     index = pd.read_parquet(run.require(run.index, "prepare"))
     for col in ("image_id", "split", "cache_row"):
@@ -99,7 +99,7 @@ def load_inputs(cfg: Config, run: RunDir) -> tuple[list[str], dict[str, list[str
     return real_ids, synthetic, index, samples
 
 
-def fingerprint(cfg: Config, real_ids: list[str], synthetic: dict[str, list[str]]) -> str:
+def fingerprint(cfg: RunConfig, real_ids: list[str], synthetic: dict[str, list[str]]) -> str:
     s = cfg.study
     design = dict(
         seed=cfg.seed, trials=s.trials, k=s.alternatives, likert=s.likert_points, size=s.image_size,
@@ -180,7 +180,7 @@ def _has_answers(paths: StudyPaths) -> bool:
             return False
 
 
-def build_study(cfg: Config, run: RunDir, force: bool = False) -> dict:
+def build_study(cfg: RunConfig, run: RunDir, force: bool = False) -> dict:
     """Build study/ for this run; returns study.json's content. Skips when the same study is built already."""
     paths = StudyPaths(run)
     real_ids, synthetic, index, samples = load_inputs(cfg, run)

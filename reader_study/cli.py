@@ -19,7 +19,7 @@ import argparse
 import logging
 import sys
 
-from cspine.stage import add_run_options, open_run
+from cspine.runopts import add_run_options, open_run
 
 log = logging.getLogger("cspine.study")
 

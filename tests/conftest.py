@@ -24,6 +24,11 @@ def fake_run(_fake_run_template, tmp_path):
     """A fresh copy of a small contract-following run directory (data/, model/pipeline, samples/)."""
     from cspine.rundir import RunDir
 
+    import yaml
+
     dst = tmp_path / "run"
     shutil.copytree(_fake_run_template, dst)
+    config = yaml.safe_load((dst / "config.yaml").read_text())
+    config["run_dir"] = str(dst)  # the copy is its own run: `--config RUN/config.yaml` must point at it
+    (dst / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return RunDir(dst)

@@ -4,6 +4,8 @@ It is *not* made by the real stages: data/ holds simple blob images (a column of
 on a soft background, random per image) and model/pipeline is a randomly initialised tiny DDPMPipeline
 (so loaders and samplers run, but its samples are noise). samples/ holds more blob images, drawn with
 other seeds, standing in for synthetic images. Tests that need the real chain use the real stages.
+It carries the provenance records of prepare, train and sample (with the inputs and outputs as they are),
+so the real later stages accept it when run with its own config (``--config RUN/config.yaml``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from cspine import atomic
-from cspine.config import dump_config, load_config
+from cspine.config import dump_config
+from cspine.stages import load_config
 from cspine.images import write_png
 from cspine.rundir import RunDir
 
@@ -98,4 +101,16 @@ def make_fake_run(
             up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8,
         )
         DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(run.pipeline)
+    write_records(cfg, run, ("prepare", "train", "sample"))  # without a model: train recorded as having made none
     return run
+
+
+def write_records(cfg, run: RunDir, names) -> None:
+    """Provenance records for the stages ``names`` of a hand-made run, as the stage table would write them."""
+    from cspine import provenance
+    from cspine.stages import by_name
+
+    for name in names:
+        stage = by_name(name)
+        provenance.write_record(stage.folder(cfg, run), name, stage.config_of(cfg), stage.inputs(cfg, run),
+                                stage.outputs(cfg, run), extra={"made_by": "tests/fakerun.py"})

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from cspine.config import ConfigError, load_config
+from cspine.config import ConfigError
+from cspine.stages import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -25,13 +25,11 @@ PACKAGES = (CORE, *STAGES)
 
 #: The composition root: the stage table and the `cspine` command, the only core modules allowed to import
 #: stages (DESIGN.md, "Composition"). In the package graph they form the node ROOT_NODE, above the stages.
-COMPOSITION_ROOT = frozenset({"cspine.stages", "cspine.cli", "cspine.__main__", "cspine.chain"})
+COMPOSITION_ROOT = frozenset({"cspine.stages", "cspine.cli", "cspine.__main__"})
 ROOT_NODE = "cspine[composition root]"
 
-#: Today's CLI wiring, which imports every stage from outside the composition root. Their imports are left
-#: out of both checks until the lead moves them into COMPOSITION_ROOT; then this set is emptied.
-#: cspine.config is the composed Config of every stage's section (it moves beside the stage table).
-LEGACY_CLI_MODULES = frozenset({"release.cli", "release.chain", "release.commands", "cspine.config"})
+#: Modules left out of both checks. Empty: the CLI wiring and the composed config live in the composition root.
+LEGACY_CLI_MODULES: frozenset[str] = frozenset()
 
 
 def module_name(path: Path) -> str:

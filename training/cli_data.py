@@ -1,17 +1,14 @@
-"""The data subcommands of `cspine`: ``demo-data`` (phantom radiographs) and ``prepare`` (ingestion).
+"""The data commands of `cspine`: ``demo-data`` (phantom radiographs) and ``prepare`` (ingestion).
 
-Thin wrappers: they validate the config (``cspine.stage.open_run``), call
-``training.phantom.write_phantom_folder`` or ``training.ingest.prepare.prepare``, and turn an
-ingestion failure into a one-line error and exit status 1. Heavy imports happen inside the commands.
+Thin: they call ``training.phantom.write_phantom_folder`` and ``training.ingest.prepare.prepare``; the stage
+table (cspine.stages) runs them under their provenance records. Heavy imports happen inside the functions.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 
-from cspine.stage import add_run_options
+from cspine.command import Command
 
 DEMO_HELP = """\
 Write the procedural phantom data set: lateral cervical-spine radiographs (skull base, C1, C2 with the
@@ -27,62 +24,54 @@ aspect kept and padded to R = data.resolution), data/index.parquet (image_id, so
 case_id, labels, width, height, cache_row) and data/ingest_report.json. data.source picks the reader:
 phantom or csxa (datasets-PNG/ + datasets-JSON/ LabelMe keypoints + metadata sheet; case = first 4
 digits of the file name) or folder (DICOM with modality/VOI LUTs, MONOCHROME1 inversion and JPEG 2000;
-PNG/JPEG 8/16-bit gray or RGB). The train/holdout split is by case (data.holdout_fraction, seed).
-Exact duplicates are kept once; bad files (empty, truncated, not an image, unreadable DICOM, wrong
-extension, over data.max_image_pixels) are skipped with their reason in the report, and the command
-fails only when their share exceeds data.max_bad_fraction. Re-running with the same inputs and config
-does nothing."""
+PNG/JPEG 8/16-bit gray or RGB; case = DICOM PatientID, else the parent folder, else the file). The
+train/holdout split is by case, a pure function of the case and the seed (data.holdout_fraction), so
+adding cases never moves an existing one. Exact duplicates are kept once; bad files (empty, truncated,
+not an image, unreadable DICOM, wrong extension, over data.max_image_pixels) are skipped with their
+reason in the report, and the command fails only when their share exceeds data.max_bad_fraction."""
 
 
-def _demo_data(args: argparse.Namespace) -> int:
-    from cspine.stage import open_run
+def _progress_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--workers", type=int, default=None, help=f"{what} processes (default: min(4, CPUs))")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    _progress_options(p, "worker")
+
+
+def _demo_run(cfg, run, args):
+    from cspine.errors import StageError
     from training.phantom import write_phantom_folder
 
-    cfg, _run = open_run(args)
-    if cfg.data.source != "phantom" and args.out is None:
-        print(f"cspine demo-data: data.source is {cfg.data.source!r} in {args.config}; demo-data writes phantom "
-              "data only for data.source: phantom (or give --out FOLDER)", file=sys.stderr)
-        return 2
-    out = args.out if args.out is not None else cfg.data.path
-    t0 = time.time()
-    manifest = write_phantom_folder(out, cfg.data.phantom, workers=args.workers, progress=not args.no_progress)
-    state = "already complete" if manifest.get("skipped") else f"written in {time.time() - t0:.1f}s"
-    print(f"demo-data: {manifest['images']} phantom radiographs of {manifest['cases']} cases in {out} ({state})")
-    return 0
+    if cfg.data.source != "phantom":
+        raise StageError(f"data.source is {cfg.data.source!r}; demo-data writes phantom data only for "
+                         "data.source: phantom")
+    return write_phantom_folder(cfg.data.path, cfg.data.phantom, workers=args.workers,
+                                progress=not args.no_progress)
 
 
-def _prepare(args: argparse.Namespace) -> int:
-    from cspine.stage import open_run
-    from training.ingest.errors import IngestError
+def _demo_summary(manifest, cfg, run) -> str:
+    state = "already complete" if manifest.get("skipped") else "written"
+    return f"demo-data: {manifest['images']} phantom radiographs of {manifest['cases']} cases in {cfg.data.path} ({state})"
+
+
+def _prepare_arguments(p: argparse.ArgumentParser) -> None:
+    _progress_options(p, "decoding")
+    p.add_argument("--force", action="store_true", help="redo even when data/ is up to date")
+
+
+def _prepare_run(cfg, run, args):
     from training.ingest.prepare import prepare
 
-    cfg, run = open_run(args)
-    try:
-        report = prepare(cfg, run, workers=args.workers, progress=not args.no_progress, force=args.force)
-    except IngestError as err:
-        print(f"cspine prepare: {err}", file=sys.stderr)
-        return 1
+    return prepare(cfg, run, workers=args.workers, progress=not args.no_progress)
+
+
+def _prepare_summary(report, cfg, run) -> str:
     c = report["counts"]
-    state = "up to date, nothing done" if report.get("skipped_run") else f"{report['seconds']:.1f}s"
-    print(f"prepare: {c['ok']} images ({c['train']} train / {c['holdout']} holdout, {c['cases']} cases), "
-          f"{c['skipped']} skipped, {c['duplicates']} duplicates -> {run.data} ({state})")
-    return 0
+    return (f"prepare: {c['ok']} images ({c['train']} train / {c['holdout']} holdout, {c['cases']} cases), "
+            f"{c['skipped']} skipped, {c['duplicates']} duplicates -> {run.data} ({report['seconds']:.1f}s)")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser("demo-data", help="write the procedural phantom radiographs (CSXA layout)",
-                       description=DEMO_HELP, formatter_class=fmt)
-    add_run_options(p)
-    p.add_argument("--out", default=None, help="write here instead of data.path")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: min(4, CPUs))")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_demo_data)
-
-    p = sub.add_parser("prepare", help="ingest radiographs (DICOM, PNG/JPEG, CSXA) into data/",
-                       description=PREPARE_HELP, formatter_class=fmt)
-    add_run_options(p)
-    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: min(4, CPUs))")
-    p.add_argument("--force", action="store_true", help="redo even when data/ is up to date")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_prepare)
+DEMO = Command(DEMO_HELP, _demo_run, _demo_summary, _demo_arguments)
+PREPARE = Command(PREPARE_HELP, _prepare_run, _prepare_summary, _prepare_arguments)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cspine.schema import Strict
+from cspine.config import Strict
 
 
 class PhantomConfig(Strict):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from cspine import atomic
-from cspine.config import Config
+from cspine.config import RunConfig
 from cspine.images import from_unit, write_png
 from cspine.rundir import SAMPLES_COLUMNS, RunDir
 
@@ -57,7 +57,7 @@ def shard_record_path(run: RunDir, shard: Shard):
     return run.samples / "shards" / f"{shard.name}.json"
 
 
-def settings(cfg: Config) -> dict:
+def settings(cfg: RunConfig) -> dict:
     """What a shard's images depend on; a record made with other settings is an error, not a skip."""
     sc = cfg.sample
     return {"seed": sc.seed if sc.seed is not None else cfg.seed, "scheduler": sc.scheduler,
@@ -109,7 +109,7 @@ def _same_table(path, table: pd.DataFrame) -> bool:
         return False
 
 
-def sample(cfg: Config, run: RunDir, progress: bool = True) -> pd.DataFrame:
+def sample(cfg: RunConfig, run: RunDir, progress: bool = True) -> pd.DataFrame:
     """Run (or resume, or skip) the sampling stage; returns the samples table."""
     import torch
     from accelerate import PartialState

@@ -90,9 +90,12 @@ def _scheduler_config(source: Any) -> dict[str, Any]:
             if path.is_file():
                 return json.loads(path.read_text(encoding="utf-8"))
         if source.config.is_file():
-            from cspine.config import load_config
+            import yaml
 
-            return dict(DDPMScheduler(**noise_scheduler_kwargs(load_config(source.config).model)).config)
+            from training.config import ModelConfig
+
+            model = ModelConfig.model_validate(yaml.safe_load(source.config.read_text(encoding="utf-8"))["model"])
+            return dict(DDPMScheduler(**noise_scheduler_kwargs(model)).config)
         raise FileNotFoundError(f"no scheduler config in {source.root}: run `cspine train` first")
     if hasattr(source, "num_train_timesteps") and hasattr(source, "beta_schedule"):  # ModelConfig
         return dict(DDPMScheduler(**noise_scheduler_kwargs(source)).config)

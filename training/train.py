@@ -2,7 +2,7 @@
 
 Reads ``data/index.parquet`` (train split only) and ``data/pixels.npy``; never decodes an image file.
 Trains a diffusers ``UNet2DModel`` with the ``DDPMScheduler`` forward process, under accelerate (mixed
-precision, gradient accumulation, multi-GPU with ``accelerate launch -m release.cli train`` and no code
+precision, gradient accumulation, multi-GPU with ``accelerate launch -m cspine train`` and no code
 change), AdamW with warm-up (``diffusers.optimization.get_scheduler``) and gradient clipping, and an EMA
 of the weights (diffusers ``EMAModel`` with warm-up). The EMA weights are what is saved and sampled.
 
@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from cspine import atomic
-from cspine.config import Config
+from cspine.config import RunConfig
 from cspine.images import png_bytes
 from cspine.rundir import RunDir
 from training.model import build_noise_scheduler, build_unet, count_parameters
@@ -222,7 +222,7 @@ def is_trained(run: RunDir, max_steps: int) -> bool:
 
 
 def train(
-    cfg: Config,
+    cfg: RunConfig,
     run: RunDir,
     resume: bool = True,
     progress: bool = True,

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from release.cli import main
+from cspine.cli import main
 
 
 def _args(run, *extra):
@@ -45,10 +45,11 @@ def test_evaluate_writes_metrics_figures_and_resumes(fake_run, cache_env, capsys
     assert all(p["images_per_s"] > 0 and p["n_images"] == 4 for p in pts)
     rec = m["sampler_curve"]["recommended"]
     assert rec["reference"] == {k: rec["reference"][k] for k in rec["reference"]} and rec["reference"]["steps"] == 12
-    for name in ("examples", "checkpoint_curve", "sampler_curve"):
+    for name in ("examples", "synthetic_examples", "checkpoint_curve", "sampler_curve"):
         assert (fake_run.eval / "figures" / f"{name}.png").stat().st_size > 1000
     summary = (fake_run.eval / "summary.md").read_text()
     assert not summary.startswith("# ") and "figures/sampler_curve.png" in summary and "Recommended default" in summary
+    assert "figures/examples.png" not in summary  # real pixels: the card includes this snippet
     # the shared feature cache holds the Inception features under the network id
     assert any(cache_env.rglob("chunk-*.npy"))
 
@@ -62,9 +63,10 @@ def test_evaluate_writes_metrics_figures_and_resumes(fake_run, cache_env, capsys
     assert json.loads((fake_run.eval / "metrics.json").read_text())["vs_holdout"] == m["vs_holdout"]
 
 
-def test_missing_samples_is_a_clear_error(fake_run, cache_env):
+def test_missing_samples_is_a_clear_error(fake_run, cache_env, capsys):
     import shutil
 
     shutil.rmtree(fake_run.samples)
-    with pytest.raises(FileNotFoundError, match="cspine sample"):
-        main(_args(fake_run))
+    assert main(_args(fake_run)) == 2
+    err = capsys.readouterr().err
+    assert "cspine sample" in err and "Traceback" not in err

@@ -15,8 +15,10 @@ import pandas as pd
 import pytest
 
 from cspine.images import from_unit, to_unit, write_png
-from privacy.gate import read_gate
-from release.cli import main
+from cspine.gate import read_gate
+from cspine.cli import main
+from cspine.stages import load_config
+from tests.fakerun import write_records
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +33,7 @@ def _plant_copy(run, sample_index: int = 3) -> tuple[str, str]:
     noisy = from_unit(to_unit(src) + np.random.default_rng(0).normal(0, 0.01, src.shape))
     samples = pd.read_parquet(run.samples_table)
     write_png(run.samples / samples.file[sample_index], noisy)
+    write_records(load_config(run.config), run, ("sample",))  # as if the model had made it
     return samples.image_id[sample_index], row.image_id
 
 

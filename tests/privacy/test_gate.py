@@ -1,11 +1,10 @@
-"""The release gate reads audit/summary.json: closed when missing, failed, broken or stale."""
+"""The release gate reads audit/summary.json: closed when missing, failed or broken."""
 
 from __future__ import annotations
 
-import json
 
 from cspine import atomic
-from privacy.gate import read_gate
+from cspine.gate import read_gate
 
 
 def _summary(run, **kw):
@@ -27,14 +26,3 @@ def test_gate_states(fake_run):
     assert g.passed and g.excluded == {"final-000001"}
     (fake_run.audit / "summary.json").write_text("{not json")
     assert not read_gate(fake_run).passed
-
-
-def test_gate_closes_when_samples_change_after_the_audit(fake_run):
-    from cspine.hashing import sha256_file
-
-    _summary(fake_run, inputs={"samples_sha256": sha256_file(fake_run.samples_table)})
-    assert read_gate(fake_run).passed
-    fake_run.samples_table.write_bytes(fake_run.samples_table.read_bytes() + b"\n")
-    g = read_gate(fake_run)
-    assert not g.passed and "changed after the audit" in g.reason
-    json.loads((fake_run.audit / "summary.json").read_text())

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cspine.config import load_config
+from cspine.stages import load_config
 from cspine.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[2]

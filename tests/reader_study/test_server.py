@@ -227,7 +227,7 @@ def test_answers_survive_killing_the_server(built_study):
         rater = store.raters(conn)[0]
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "release.cli", "study", "serve", "--config", str(REPO / "configs" / "demo.yaml"),
+    cmd = [sys.executable, "-m", "cspine", "study", "serve", "--config", str(REPO / "configs" / "demo.yaml"),
            "--run-dir", str(run.root), "--port", str(port)]
     for attempt in range(2):
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -263,7 +263,7 @@ def test_cli_serve_prints_no_token_and_logs_no_query(built_study):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "CSPINE_STUDY_ADMIN_TOKEN"}
-    cmd = [sys.executable, "-m", "release.cli", "study", "serve", "--config", str(REPO / "configs" / "demo.yaml"),
+    cmd = [sys.executable, "-m", "cspine", "study", "serve", "--config", str(REPO / "configs" / "demo.yaml"),
            "--run-dir", str(run.root), "--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -315,7 +315,7 @@ def test_cli_serve_over_tls_gives_a_secure_cookie(built_study, tmp_path):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     port = free_port()
-    cmd = [sys.executable, "-m", "release.cli", "study", "serve", "--config", str(REPO / "configs" / "demo.yaml"),
+    cmd = [sys.executable, "-m", "cspine", "study", "serve", "--config", str(REPO / "configs" / "demo.yaml"),
            "--run-dir", str(run.root), "--port", str(port), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     ctx = ssl.create_default_context(cafile=str(cert))  # the test certificate is the one trusted CA
@@ -345,7 +345,7 @@ def test_cli_serve_over_tls_gives_a_secure_cookie(built_study, tmp_path):
 
 
 def test_cli_serve_refuses_half_a_tls_pair(built_study, capsys):
-    from release.cli import main
+    from cspine.cli import main
     from tests.reader_study.conftest import REPO
 
     cfg, run, paths = built_study

@@ -103,7 +103,7 @@ def test_analyze_with_no_answers_writes_nothing(built_study):
 
 def test_cli_build_simulate_analyze(study_run, capsys):
     """The stage works from its CLI alone, the way `cspine release` calls it."""
-    from release.cli import main
+    from cspine.cli import main
     from tests.reader_study.conftest import REPO
 
     common = ["--config", str(REPO / "configs" / "demo.yaml"), "--run-dir", str(study_run.root),

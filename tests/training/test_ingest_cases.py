@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from cspine.config import load_config
+from cspine.stages import load_config
 from cspine.rundir import RunDir
 from training.ingest.folder import case_id_for, folder_cases, patient_keys
 from training.ingest.prepare import prepare

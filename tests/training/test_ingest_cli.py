@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cspine.rundir import INDEX_COLUMNS, RunDir
-from release.cli import main
+from cspine.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs" / "demo.yaml"
@@ -33,7 +33,7 @@ def test_demo_data_then_prepare_then_skip(tmp_path, capsys):
     assert main(["demo-data", *_args(tmp_path)]) == 0
     assert main(["prepare", *_args(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "already complete" in out and "up to date" in out
+    assert "demo-data: up to date" in out and "prepare: up to date" in out
 
 
 def test_config_error_names_key_and_file(tmp_path, capsys):
@@ -46,14 +46,14 @@ def test_config_error_names_key_and_file(tmp_path, capsys):
     assert main(["demo-data", "-c", str(bad), "--run-dir", str(tmp_path / "run")]) == 2
 
 
-def test_prepare_failure_is_exit_1_naming_the_report(tmp_path, capsys):
+def test_prepare_failure_is_exit_2_naming_the_report(tmp_path, capsys):
     raw = tmp_path / "in"
     raw.mkdir()
     (raw / "a.png").write_bytes(b"")
     (raw / "b.png").write_bytes(b"not a png")
     rc = main(["prepare", "-c", str(DEMO), "--run-dir", str(tmp_path / "run"), "--no-progress",
                "--set", "data.source=folder", "--set", f"data.path={raw}"])
-    assert rc == 1
+    assert rc == 2  # bad input (too many bad files), by the one exit-code convention
     err = capsys.readouterr().err
     assert "ingest_report.json" in err and "data.max_bad_fraction" in err
 

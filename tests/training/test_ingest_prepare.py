@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from cspine.config import load_config
+from cspine.stages import load_config
 from cspine.rundir import INDEX_COLUMNS, RunDir
 from training.ingest.errors import IngestError
 from training.ingest.labels import KEYPOINT_LABELS
@@ -200,15 +200,26 @@ def test_prepare_folder_of_mixed_files(mixed_folder, tmp_path):
 
 
 def test_prepare_skips_when_up_to_date_and_redoes_on_change(mixed_folder, tmp_path):
+    """Up to date is the stage table's provenance record (data/record.json), nothing of prepare's own."""
+    import argparse
+
+    from cspine.stages import by_name, execute
+
+    opts = argparse.Namespace(workers=1, no_progress=True)
     cfg = _cfg(tmp_path, source="folder", path=str(mixed_folder), max_bad_fraction=0.5)
     run = RunDir(cfg.resolved_run_dir)
-    prepare(cfg, run, workers=1, progress=False)
+    assert execute(by_name("prepare"), cfg, run, opts).ran
     mtime = run.pixels.stat().st_mtime_ns
-    again = prepare(cfg, run, workers=1, progress=False)
-    assert again.get("skipped_run") is True and run.pixels.stat().st_mtime_ns == mtime
+    again = execute(by_name("prepare"), cfg, run, opts)
+    assert not again.ran and run.pixels.stat().st_mtime_ns == mtime
     cfg48 = _cfg(tmp_path, source="folder", path=str(mixed_folder), max_bad_fraction=0.5, resolution=48)
-    rep = prepare(cfg48, run, workers=1, progress=False)
-    assert not rep.get("skipped_run") and np.load(run.pixels).shape[1:] == (48, 48)
+    redo = execute(by_name("prepare"), cfg48, run, opts)
+    assert redo.ran and "data.resolution" in redo.why and np.load(run.pixels).shape[1:] == (48, 48)
+    n = len(pd.read_parquet(run.index))
+    (mixed_folder / "extra").mkdir()
+    (mixed_folder / "extra" / "new.png").write_bytes(b"")
+    grown = execute(by_name("prepare"), cfg48, run, opts)  # a new (bad, empty) file: the source changed
+    assert grown.ran and "source" in grown.why and len(pd.read_parquet(run.index)) == n
 
 
 def test_prepare_fails_past_max_bad_fraction_naming_the_report(mixed_folder, tmp_path):

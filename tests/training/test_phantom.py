@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cspine.config import load_config
+from cspine.stages import load_config
 from cspine.rundir import INDEX_COLUMNS, RunDir
 from training.config import PhantomConfig
 from training.ingest.labels import KEYPOINT_LABELS

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cspine.config import load_config
+from cspine.stages import load_config
 from cspine.images import read_gray
 from cspine.rundir import SAMPLES_COLUMNS, RunDir
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from cspine.config import load_config
+from cspine.stages import load_config
 from cspine.rundir import RunDir
 from tests.fakerun import REPO, make_fake_run
 
@@ -182,7 +182,7 @@ def test_missing_data_is_a_clear_error(tmp_path):
 
 
 def test_cli_train_and_sample(tmp_path):
-    from release.cli import main
+    from cspine.cli import main
 
     root = tmp_path / "run"
     make_fake_run(root, size=32, with_model=False)

@@ -7,6 +7,8 @@ with a message naming the folder, the config key or the report to read.
 
 from __future__ import annotations
 
+from cspine.errors import StageError
+
 #: Reason codes a skipped file can carry in ingest_report.json.
 REASONS = {
     "empty": "zero-byte file",
@@ -31,5 +33,5 @@ class BadFile(Exception):
         self.detail = detail
 
 
-class IngestError(RuntimeError):
+class IngestError(StageError):
     """`cspine prepare` cannot go on (missing folder, too many bad files, nothing usable)."""

@@ -4,15 +4,15 @@ Reads only the input folder; writes only ``data/``:
 
     data/pixels.npy          uint16 [N, R, R], every kept image resized (aspect kept, padded) to R = data.resolution
     data/index.parquet       INDEX_COLUMNS; ``cache_row`` is the row of pixels.npy; ``labels`` is JSON
-    data/ingest_report.json  skipped files with reasons, duplicates, warnings, counts, fingerprint
+    data/ingest_report.json  skipped files with reasons, duplicates, warnings, counts
 
 Steps: list the inputs (``csxa.list_csxa`` for csxa/phantom, ``folder.list_folder`` for folder), decode
 each once (in worker processes: ``decode.decode_file``, then ``resize.fit_square``), keep the first of
 each group of byte-identical files, decide cases (from the file name for csxa/phantom, by
 ``folder.folder_cases`` for folder) and the split (``split.assign_splits``), map keypoints into cache
 coordinates, then write the three files atomically, the report last. The run fails (after writing the
-report) only when the share of bad files exceeds ``data.max_bad_fraction``. A re-run whose fingerprint
-(inputs + data config + seed) matches the report is skipped.
+report) only when the share of bad files exceeds ``data.max_bad_fraction``. Whether data/ is up to date
+is the stage table's provenance record (data/record.json), not this module's business: this always ingests.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from training.ingest.csxa import Item, list_csxa
 from training.ingest.decode import decode_file
 from training.ingest.errors import BadFile, IngestError
 from training.ingest.folder import folder_cases, list_folder
-from training.ingest.report import build_report, fingerprint
+from training.ingest.report import build_report
 from training.ingest.resize import fit_square
 from training.ingest.split import assign_splits
 
@@ -62,14 +62,14 @@ def _decode_all(items: list[Item], max_pixels: int, size: int, workers: int, pro
     return map_with_progress(_process, jobs, workers, "prepare", progress, min_parallel=32)
 
 
-def _list_inputs(source: str, root: Path, phantom_cfg=None) -> tuple[list[Item], list[str], list[Path], dict]:
-    """Items, ignored files, every file the fingerprint covers, and listing info."""
+def _list_inputs(source: str, root: Path, phantom_cfg=None) -> tuple[list[Item], list[str], dict]:
+    """Items, ignored files, and listing info."""
     if not root.is_dir():
         hint = " (run `cspine demo-data` first)" if source == "phantom" else ""
         raise IngestError(f"data.path {root} is not a folder{hint}")
     if source == "folder":
         items, ignored = list_folder(root)
-        return items, ignored, [it.path for it in items], {}
+        return items, ignored, {}
     if source == "phantom":
         from training.phantom.folder import MANIFEST, is_complete
 
@@ -79,10 +79,7 @@ def _list_inputs(source: str, root: Path, phantom_cfg=None) -> tuple[list[Item],
             raise IngestError(f"the phantom data in {root} was made with another data.phantom config (or is missing "
                               "files): run `cspine demo-data` with this config first")
     items, info = list_csxa(root)
-    covered = [it.path for it in items]
-    covered += sorted(p for p in (root / "datasets-JSON").glob("*.json")) if (root / "datasets-JSON").is_dir() else []
-    covered += sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in (".xlsx", ".xls", ".csv"))
-    return items, [], covered, info
+    return items, [], info
 
 
 def _assign_cases(items: list[Item], results: list[dict], keep: list[int]) -> dict[str, int]:
@@ -103,26 +100,12 @@ def _labels(item: Item, fit) -> str:
     return json.dumps(out, sort_keys=False)
 
 
-def is_up_to_date(run: RunDir, fp: str) -> bool:
-    if not (run.ingest_report.is_file() and run.index.is_file() and run.pixels.is_file()):
-        return False
-    try:
-        rep = json.loads(run.ingest_report.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return rep.get("fingerprint") == fp and rep.get("status") == "ok"
-
-
-def prepare(cfg, run: RunDir, workers: int | None = None, progress: bool = True, force: bool = False) -> dict:
-    """Ingest ``cfg.data`` into ``run.data``; return the report (``"skipped_run": True`` if up to date)."""
+def prepare(cfg, run: RunDir, workers: int | None = None, progress: bool = True) -> dict:
+    """Ingest ``cfg.data`` into ``run.data``; return the report."""
     t0 = time.time()
     data = cfg.data
     root = Path(data.path)
-    items, ignored, covered, info = _list_inputs(data.source, root, data.phantom)
-    fp = fingerprint(data, cfg.seed, covered, root)
-    if not force and is_up_to_date(run, fp):
-        log.info("data/ is up to date for these inputs and this config; nothing to do (use --force to redo)")
-        return json.loads(run.ingest_report.read_text()) | {"skipped_run": True}
+    items, ignored, info = _list_inputs(data.source, root, data.phantom)
     if not items:
         raise IngestError(f"no input images found under {root} (data.path, data.source={data.source})")
     run.data.mkdir(parents=True, exist_ok=True)
@@ -158,7 +141,7 @@ def prepare(cfg, run: RunDir, workers: int | None = None, progress: bool = True,
     extra = {**info, "json_size_mismatch": json_mismatch}
 
     def fail(message: str) -> None:
-        report = build_report(fingerprint=fp, source=data.source, path=str(root), resolution=data.resolution,
+        report = build_report(source=data.source, path=str(root), resolution=data.resolution,
                               n_files=n_files, skipped=skipped, duplicates=duplicates, ignored=ignored,
                               warnings=warnings, splits={}, cases={}, max_bad_fraction=data.max_bad_fraction,
                               seconds=time.time() - t0, status="failed", extra=extra)
@@ -207,11 +190,11 @@ def prepare(cfg, run: RunDir, workers: int | None = None, progress: bool = True,
         index.to_parquet(tmp, index=False)
     split_counts = index["split"].value_counts().to_dict()
     case_counts = index.drop_duplicates("case_id")["split"].value_counts().to_dict()
-    report = build_report(fingerprint=fp, source=data.source, path=str(root), resolution=size, n_files=n_files,
+    report = build_report(source=data.source, path=str(root), resolution=size, n_files=n_files,
                           skipped=skipped, duplicates=duplicates, ignored=ignored, warnings=warnings,
                           splits=split_counts, cases=case_counts, max_bad_fraction=data.max_bad_fraction,
                           seconds=time.time() - t0, status="ok", extra=extra)
-    atomic.write_json(run.ingest_report, report)  # last: its fingerprint marks data/ as finished
+    atomic.write_json(run.ingest_report, report)
     log.info("prepare: %d images (%d train, %d holdout, %d cases), %d skipped, %d duplicates in %.1fs",
              len(index), split_counts.get("train", 0), split_counts.get("holdout", 0), index.case_id.nunique(),
              len(skipped), len(duplicates), time.time() - t0)

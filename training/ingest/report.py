@@ -2,16 +2,10 @@
 
 Part of ingestion. The report lists every skipped file with its reason code and detail, every exact
 duplicate with the file it duplicates, ignored files and warnings (missing annotations, JSON sizes that
-disagree with the image), the counts per split, and the fingerprint of inputs + config that lets a
-re-run with the same config skip the work.
+disagree with the image) and the counts per split.
 """
 
 from __future__ import annotations
-
-import hashlib
-import json
-from pathlib import Path
-from typing import Any
 
 from training.ingest.errors import REASONS
 
@@ -19,21 +13,8 @@ from training.ingest.errors import REASONS
 INGEST_VERSION = "ingest-3"  # 3: folder case ids are digests of the patient, not positions
 
 
-def fingerprint(data_cfg: Any, seed: int, files: list[Path], root: Path) -> str:
-    """sha256 over the ingest version, the data config, the seed and each input's (path, size, mtime)."""
-    h = hashlib.sha256()
-    cfg = data_cfg.model_dump(mode="json")
-    cfg.pop("phantom", None)  # the phantom's own manifest covers it; the files below change with it
-    h.update(json.dumps({"version": INGEST_VERSION, "data": cfg, "seed": seed}, sort_keys=True).encode())
-    for p in sorted(files):
-        st = p.stat()
-        h.update(f"{p.relative_to(root).as_posix()}\x00{st.st_size}\x00{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
 def build_report(
     *,
-    fingerprint: str,
     source: str,
     path: str,
     resolution: int,
@@ -60,7 +41,6 @@ def build_report(
         "stage": "prepare",
         "version": INGEST_VERSION,
         "status": status,
-        "fingerprint": fingerprint,
         "source": source,
         "path": path,
         "resolution": resolution,

@@ -1,10 +1,13 @@
-"""The release gate: how packaging asks whether a run's privacy audit lets its samples out.
+"""The release gate: how packaging and publishing ask whether a run's privacy audit lets its samples out.
 
-``cspine audit`` writes ``audit/summary.json``; :func:`read_gate` reads it back into a :class:`Gate`.
+It is in the core because the audit (privacy/) writes it and the release (release/) reads it, and a stage
+never imports another's internals. ``cspine audit`` writes ``audit/summary.json``; :func:`read_gate` reads
+it back into a :class:`Gate`. Whether the audit is still current (same samples, weights and data) is the
+provenance records' job (cspine.stages, release.coverage), not this module's.
 A run may be released when its audit passed, i.e. no synthetic image was flagged as too close to a
 training image, or the flagged ones were excluded (``--exclude-flagged`` / ``audit.exclude_flagged``),
-in which case ``excluded`` holds the image ids that packaging must drop. A missing or unreadable audit,
-or one made before samples/samples.parquet last changed, is a failed gate whose ``reason`` says what to run.
+in which case ``excluded`` holds the image ids that packaging must drop. A missing or unreadable audit is
+a failed gate whose ``reason`` says what to run.
 """
 
 from __future__ import annotations
@@ -23,11 +26,6 @@ class Gate:
     passed: bool
     excluded: set[str] = field(default_factory=set)
     reason: str = ""
-
-
-def summary_path(run: RunDir | str | Path) -> Path:
-    run = run if isinstance(run, RunDir) else RunDir(Path(run))
-    return run.audit / "summary.json"
 
 
 def gate_from_summary(summary: dict, source: str = "summary.json") -> Gate:
@@ -52,7 +50,8 @@ def gate_from_summary(summary: dict, source: str = "summary.json") -> Gate:
 
 def read_gate(run: RunDir | str | Path) -> Gate:
     """The gate of a run directory; a missing or broken ``audit/summary.json`` fails it with a reason."""
-    path = summary_path(run)
+    run = run if isinstance(run, RunDir) else RunDir(Path(run))
+    path = run.audit_summary
     if not path.is_file():
         return Gate(False, set(), f"{path} not found: run `cspine audit` first")
     try:
@@ -61,11 +60,4 @@ def read_gate(run: RunDir | str | Path) -> Gate:
         return Gate(False, set(), f"{path} is unreadable ({err}): rerun `cspine audit`")
     if not isinstance(summary, dict):
         return Gate(False, set(), f"{path} is not a JSON object: rerun `cspine audit`")
-    run = run if isinstance(run, RunDir) else RunDir(Path(run))
-    audited = (summary.get("inputs") or {}).get("samples_sha256")
-    if audited and run.samples_table.is_file():
-        from cspine.hashing import sha256_file
-
-        if sha256_file(run.samples_table) != audited:
-            return Gate(False, set(), f"{run.samples_table} changed after the audit ({path}): rerun `cspine audit`")
     return gate_from_summary(summary, str(path))

@@ -1,0 +1,205 @@
+"""The run-data layer: reading a run's images once, with their checks, and fingerprinting what stages make.
+
+Where it sits: the core, under every stage. Real images by split (:func:`real_images`) and synthetic
+samples (:func:`sample_images`) are read here, with the checks (columns, split values, cache rows, sizes)
+done in one place; the stage table (``cspine.stages``) declares each stage's inputs and outputs with the
+fingerprint functions and keeps them in the stages' ``record.json`` (cspine.provenance); the release checks
+(``release.coverage``) read the audit's record back through :func:`audit_coverage`.
+
+Every file inside a run is fingerprinted by content (sha256). Hashing the same unchanged file twice in one
+process is avoided with a memo keyed by (path, inode, size, mtime): a file rewritten in between always has
+a new key, so the memo never answers for other bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cspine import provenance as prov
+from cspine.errors import StageError
+from cspine.hashing import sha256_file
+from cspine.images import read_gray
+from cspine.rundir import INDEX_COLUMNS, SAMPLES_COLUMNS, RunDir
+
+_memo: dict[tuple, str] = {}
+
+
+def sha256_memo(path: Path) -> str:
+    """sha256 of ``path`` (or "missing"), memoised per process on (path, inode, size, mtime_ns)."""
+    try:
+        st = Path(path).stat()
+    except FileNotFoundError:
+        return "missing"
+    key = (str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _memo:
+        _memo[key] = sha256_file(path)
+    return _memo[key]
+
+
+def files(folder: Path, pattern: str = "*") -> dict[str, str]:
+    """{relative path: sha256} of the files under ``folder`` (records and ``.tmp-*`` files left out)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    return {p.relative_to(folder).as_posix(): sha256_memo(p) for p in sorted(folder.rglob(pattern))
+            if p.is_file() and not p.name.startswith(".tmp-") and p.name != prov.RECORD}
+
+
+# -- what each stage makes ----------------------------------------------------------------------------------------
+
+def data_fp(run: RunDir) -> dict:
+    """What ``prepare`` makes and training, audit and evaluation read: the index and the pixel cache."""
+    return {"data/index.parquet": sha256_memo(run.index), "data/pixels.npy": sha256_memo(run.pixels)}
+
+
+def weights_fp(run: RunDir, checkpoint: str) -> dict[str, str]:
+    """The EMA U-Net weights and config of ``checkpoint`` plus the noise schedule that samples them."""
+    unet = run.unet_folder(checkpoint)
+    sched = run.pipeline / "scheduler" if checkpoint == "final" else unet.parent / "scheduler"
+    out = {f"unet/{k}": v for k, v in files(unet).items()}
+    out.update({f"scheduler/{k}": v for k, v in files(sched).items()})
+    return out
+
+
+def pipeline_fp(run: RunDir) -> dict[str, str]:
+    """Every file of the exported pipeline (what ``package`` copies into release/model)."""
+    return files(run.pipeline)
+
+
+def samples_fp(run: RunDir) -> dict:
+    """The samples table and every sample image by content."""
+    return {"samples.parquet": sha256_memo(run.samples_table), "images": files(run.sample_images, "*.png")}
+
+
+def released_fp(run: RunDir) -> dict:
+    return {"dataset": files(run.release_dataset), "model": files(run.release_model)}
+
+
+# -- what the audit covered -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Coverage:
+    """What a finished audit covered: sample image sha256 by file (relative to samples/), the weights of
+    every checkpoint those samples came from, and the image ids it flagged."""
+
+    images: dict[str, str]
+    weights: dict[str, dict[str, str]]
+    flagged: frozenset[str]
+    record: Path
+
+    @property
+    def image_shas(self) -> set[str]:
+        return set(self.images.values())
+
+
+def audit_coverage(run: RunDir) -> Coverage | None:
+    """The audit's record of ``run`` as a :class:`Coverage`, or None when there is no complete audit."""
+    rec = prov.read_record(run.audit)
+    if not rec or not rec.get("complete"):
+        return None
+    inputs = rec.get("inputs", {})
+    images = {f"images/{k}": v for k, v in ((inputs.get("samples") or {}).get("images") or {}).items()}
+    flagged: list[str] = []
+    try:
+        flagged = list(json.loads(run.audit_summary.read_text(encoding="utf-8")).get("flagged") or [])
+    except (OSError, ValueError):
+        pass
+    return Coverage(images=images, weights=dict(inputs.get("weights") or {}), flagged=frozenset(map(str, flagged)),
+                    record=run.audit / prov.RECORD)
+
+
+# -- reading images (each check done once, here) -----------------------------------------------------------
+
+class RunDataError(StageError):
+    """A run file is missing or malformed; the message names the file and the stage that makes it (exit 2)."""
+
+
+@dataclass
+class Images:
+    """Gray images as uint16 ``[n, R, R]`` with their ids (and, for samples, their files under samples/)."""
+
+    ids: list[str]
+    pixels: np.ndarray
+    files: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _table(path: Path, columns: tuple[str, ...], stage: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise RunDataError(f"{path} not found: run `cspine {stage}` first")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as err:  # noqa: BLE001 - whatever pyarrow raises, the file is unreadable
+        raise RunDataError(f"{path} is not a readable Parquet file: {err}") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise RunDataError(f"{path} lacks columns {missing} (expected {list(columns)})")
+    return df
+
+
+def real_index(run: RunDir) -> pd.DataFrame:
+    """``data/index.parquet``, checked: its columns and its split values."""
+    index = _table(run.index, INDEX_COLUMNS, "prepare")
+    bad = sorted(set(index["split"]) - {"train", "holdout"})
+    if bad:
+        raise RunDataError(f"{run.index}: unknown split values {bad} (expected train/holdout)")
+    return index
+
+
+def real_images(run: RunDir, split: str, index: pd.DataFrame | None = None) -> Images:
+    """The real images of ``split`` from the pixel cache, in cache-row order (one sorted, mmap-friendly read)."""
+    index = real_index(run) if index is None else index
+    if not run.pixels.is_file():
+        raise RunDataError(f"{run.pixels} not found: run `cspine prepare` first")
+    try:
+        pixels = np.load(run.pixels, mmap_mode="r")
+    except Exception as err:  # noqa: BLE001
+        raise RunDataError(f"{run.pixels} is not a readable .npy array: {err}") from None
+    if pixels.ndim != 3 or pixels.shape[1] != pixels.shape[2] or pixels.dtype != np.uint16:
+        raise RunDataError(f"{run.pixels}: expected uint16 [N, R, R], got {pixels.dtype} {pixels.shape}")
+    rows = index[index["split"] == split].sort_values("cache_row", kind="stable")
+    cache_rows = rows["cache_row"].to_numpy(dtype=np.int64)
+    if len(cache_rows) and (cache_rows.min() < 0 or cache_rows.max() >= len(pixels)):
+        raise RunDataError(f"{run.index}: cache_row outside 0..{len(pixels) - 1} of {run.pixels}")
+    return Images(rows["image_id"].astype(str).tolist(), np.asarray(pixels[cache_rows]))
+
+
+def samples_table(run: RunDir, checkpoint: str | None = None) -> pd.DataFrame:
+    """``samples/samples.parquet``, checked (columns, unique ids), optionally one checkpoint's rows."""
+    table = _table(run.samples_table, SAMPLES_COLUMNS, "sample")
+    if table["image_id"].duplicated().any():
+        dup = table.loc[table["image_id"].duplicated(), "image_id"].iloc[0]
+        raise RunDataError(f"{run.samples_table}: duplicate image_id {dup!r}")
+    if checkpoint is not None:
+        table = table[table["checkpoint"] == checkpoint]
+    return table.reset_index(drop=True)
+
+
+def sample_images(run: RunDir, table: pd.DataFrame | None = None, progress: bool = False) -> Images:
+    """The synthetic images listed in ``table`` (default: all of samples.parquet) as uint16 (8-bit PNGs
+    widened by 257, so 255 -> 65535); all must have one size."""
+    from tqdm.auto import tqdm
+
+    table = samples_table(run) if table is None else table
+    images = []
+    for rel in tqdm(table["file"].tolist(), desc="read samples", unit="img", leave=False, disable=not progress):
+        path = run.samples / rel
+        try:
+            a = read_gray(path)
+        except FileNotFoundError:
+            raise RunDataError(f"{path} (listed in {run.samples_table}) not found") from None
+        except Exception as err:  # noqa: BLE001 - a broken file is bad input, whatever PIL raises
+            raise RunDataError(f"{path} is not a readable image: {err}") from None
+        images.append(a.astype(np.uint16) * 257 if a.dtype == np.uint8 else a.astype(np.uint16))
+    shapes = sorted({a.shape for a in images})
+    if len(shapes) > 1:
+        raise RunDataError(f"{run.samples}: synthetic images have different sizes {shapes}")
+    pixels = np.stack(images) if images else np.zeros((0, 1, 1), np.uint16)
+    return Images(table["image_id"].astype(str).tolist(), pixels, table["file"].astype(str).tolist())

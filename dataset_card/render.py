@@ -41,6 +41,13 @@ def dataset_header(*, license: str, pretty_name: str, n_rows: int, features_yaml
     }
 
 
+def gate_header(gated, terms: str) -> dict:
+    """The Hub's access-gate keys for a card (empty when the repo is not gated)."""
+    if not gated:
+        return {}
+    return {"extra_gated_prompt": terms, "extra_gated_fields": {"I agree to these terms": "checkbox"}}
+
+
 def model_header(*, license: str, dataset_repo: str) -> dict:
     return {
         "license": license,

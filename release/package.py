@@ -1,41 +1,61 @@
 """`cspine package`: the audited samples of a run into release/dataset (Parquet shards, figures, dataset card,
 manifest) and release/model (EMA pipeline folder + model card). Re-runnable: finished shards are kept, stale or
-partial ones rewritten; the manifest is written last, so a folder with a manifest is a finished release."""
+partial ones rewritten; the manifest is written last, so a folder with a manifest is a finished release.
+
+What may ship is an allowlist, not whatever the stages left in their folders: the shards (the audited sample
+PNGs byte for byte, only of the final weights that are released), the cards, the pipeline's configs and
+safetensors, and the figures named in :data:`PUBLIC_FIGURES`, each of which is drawn from synthetic images or
+numbers only. Before the manifest is written the release is checked against the audit's record
+(release.coverage) and scanned for real training and holdout images (release.realscan); either failing
+removes the release folders and refuses (exit 1)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from cspine import atomic
-from cspine.config import Config
+from cspine.errors import GateClosed, StageError
 from cspine.hashing import sha256_file
 from cspine.rundir import RunDir
 from dataset_card import render
-from release import audit, leaks, manifest, shards
+from release import audit, coverage, leaks, manifest, shards
 
 log = logging.getLogger("cspine.package")
 
 META_COLUMNS = ["image_id", "seed", "scheduler", "steps", "checkpoint"]
 
 
-class PackageError(RuntimeError):
-    """The run cannot be packaged (audit failed, files missing); the message says why and what to do."""
+#: The figures a release may carry, by stage folder: plots of numbers and synthetic images only. A stage's
+#: figure that shows real pixels (eval/figures/examples.png, the audit's nearest-pair report) is not here and
+#: stays in the run folder for the team.
+PUBLIC_FIGURES = {
+    "audit": ("distances.png", "dcr.png"),
+    "eval": ("synthetic_examples.png", "checkpoint_curve.png", "sampler_curve.png"),
+    "study": ("accuracy_per_rater.png", "realism_scores.png"),
+}
+
+
+class PackageError(StageError):
+    """The run cannot be packaged (files missing or malformed); the message says why and what to do."""
 
 
 def release_rows(run: RunDir, gate: audit.Gate) -> pd.DataFrame:
-    """samples.parquet minus excluded images, joined with the audit's releasable scores; ``file`` is absolute."""
+    """samples.parquet of the final weights minus excluded images, joined with the releasable audit columns;
+    ``file`` is absolute. Samples of intermediate checkpoints are not released: their weights are not."""
     run.require(run.samples_table, "sample")
     s = pd.read_parquet(run.samples_table)
     missing = [c for c in META_COLUMNS + ["file"] if c not in s.columns]
     if missing:
         raise PackageError(f"{run.samples_table}: missing columns {missing}")
-    s = s[~s["image_id"].isin(gate.excluded)].sort_values("image_id", kind="stable").reset_index(drop=True)
-    scores = audit.score_columns(run)
+    s = s[~s["image_id"].isin(gate.excluded) & (s["checkpoint"] == "final")]
+    s = s.sort_values("image_id", kind="stable").reset_index(drop=True)
+    scores = audit.release_columns(run)
     s = s.merge(scores, on="image_id", how="left", validate="one_to_one")
     s["file"] = [str(run.samples / f) for f in s["file"]]
     absent = [f for f in s["file"] if not Path(f).is_file()]
@@ -71,13 +91,27 @@ def copy_pipeline(run: RunDir, dst: Path) -> list[str]:
     return keep
 
 
-def copy_figures(src: Path, dst: Path) -> list[dict]:
+def copy_figures(src: Path, dst: Path, allowed: tuple[str, ...]) -> list[dict]:
+    """Copy the allow-listed figures of ``src`` into ``dst`` (and only those; stale ones are removed)."""
     out = []
-    if src.is_dir():
-        for p in sorted(src.glob("*.png")):
-            _copy_if_changed(p, dst / p.name)
-            out.append({"name": p.stem.replace("_", " "), "path": f"{dst.parent.name}/{dst.name}/{p.name}"})
+    for name in allowed:
+        p = src / name
+        if p.is_file():
+            _copy_if_changed(p, dst / name)
+            out.append({"name": p.stem.replace("_", " "), "path": f"{dst.parent.name}/{dst.name}/{name}"})
+    if dst.is_dir():
+        for p in dst.iterdir():
+            if p.name not in allowed:
+                p.unlink()
     return out
+
+
+_FIGURE_REF = re.compile(r"!\[[^\]]*\]\((figures/[^)\s]+)\)")
+
+
+def drop_unlisted_figures(snippet: str, allowed: tuple[str, ...]) -> str:
+    """A stage summary without the image references that are not allow-listed (they are not released)."""
+    return _FIGURE_REF.sub(lambda m: m.group(0) if Path(m.group(1)).name in allowed else "", snippet)
 
 
 def count_params(pipeline_dir: Path) -> int:
@@ -121,7 +155,7 @@ def metrics_table(metrics: dict, limit: int = 24) -> str:
     return "| metric | value |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows[:limit]) + "\n"
 
 
-def card_context(cfg: Config, run: RunDir, rows: pd.DataFrame, gate: audit.Gate, summary: dict, n_params: int) -> dict:
+def card_context(cfg, run: RunDir, rows: pd.DataFrame, gate: audit.Gate, summary: dict, n_params: int) -> dict:
     rc = cfg.release
     idx = pd.read_parquet(run.index, columns=["split", "case_id"]) if run.index.is_file() else None
     if cfg.data.source == "phantom":
@@ -173,16 +207,19 @@ def released_model_facts(model_dir: Path) -> dict:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def _snippet(path: Path, prefix: str, needles: set[str]) -> str:
-    return leaks.redact(render.include_snippet(path.read_text(encoding="utf-8"), prefix), needles) if path.is_file() else ""
+def _snippet(path: Path, prefix: str, needles: set[str], allowed: tuple[str, ...]) -> str:
+    if not path.is_file():
+        return ""
+    text = drop_unlisted_figures(path.read_text(encoding="utf-8"), allowed)
+    return leaks.redact(render.include_snippet(text, prefix), needles)
 
 
-def package(cfg: Config, run: RunDir, workers: int | None = None) -> dict:
+def package(cfg, run: RunDir, workers: int | None = None) -> dict:
     """Write release/dataset and release/model for ``run``; return the dataset manifest."""
     rc = cfg.release
     gate = audit.read_gate(run)
     if not gate.passed:
-        raise PackageError(
+        raise GateClosed(
             f"the privacy audit of {run.root} did not pass ({gate.reason}); nothing was packaged. "
             "Look at audit/report.html, then retrain/resample, or set audit.exclude_flagged: true and re-run `cspine audit`."
         )
@@ -200,7 +237,7 @@ def package(cfg: Config, run: RunDir, workers: int | None = None) -> dict:
     meta = rows.drop(columns=["file"])
     plan = shards.plan_shards([Path(f).stat().st_size for f in files], rc.shard_size_mb * 1e6)
     features = shards.features_for(meta)
-    settings = {"level": rc.png_compress_level, "group": rc.rows_per_row_group, "features": features.to_dict()}
+    settings = {"group": rc.rows_per_row_group, "features": features.to_dict()}
     jobs = []
     for k, r in enumerate(plan):
         part = meta.iloc[r.start:r.stop].reset_index(drop=True)
@@ -214,8 +251,11 @@ def package(cfg: Config, run: RunDir, workers: int | None = None) -> dict:
                 p.unlink()
     if (ds_dir / manifest.MANIFEST).exists() and any(not (j.path.is_file() and shards.shard_fingerprint(j.path) == j.fingerprint) for j in jobs):
         (ds_dir / manifest.MANIFEST).unlink()  # the release is about to change: it is unfinished until re-listed
-    n_written = shards.write_shards(jobs, features, rc.rows_per_row_group, shards.resolve_workers(
-        rc.workers if workers is None else workers), rc.png_compress_level)
+    try:
+        n_written = shards.write_shards(jobs, features, rc.rows_per_row_group, shards.resolve_workers(
+            rc.workers if workers is None else workers))
+    except ValueError as err:  # a sample PNG with metadata chunks, or not a PNG
+        raise PackageError(str(err)) from None
     log.info("shards: %d written, %d already complete", n_written, len(jobs) - n_written)
 
     # -- figures, model folder, cards ----------------------------------------------------------------------
@@ -223,8 +263,9 @@ def package(cfg: Config, run: RunDir, workers: int | None = None) -> dict:
     summary = _read_json(run.audit / "summary.json")
     ctx = {}
     for stage, src in (("audit", run.audit), ("eval", run.eval), ("study", run.study)):
-        figs = copy_figures(src / "figures", ds_dir / "figures" / stage)
-        ctx[f"{stage}_summary"] = _snippet(src / "summary.md", f"figures/{stage}", needles)
+        allowed = PUBLIC_FIGURES[stage]
+        figs = copy_figures(src / "figures", ds_dir / "figures" / stage, allowed)
+        ctx[f"{stage}_summary"] = _snippet(src / "summary.md", f"figures/{stage}", needles, allowed)
         ctx[f"{stage}_figures"] = [f for f in figs if f["path"] not in ctx[f"{stage}_summary"]]  # not shown twice
     copy_pipeline(run, model_dir)
     n_params = count_params(model_dir)
@@ -235,17 +276,37 @@ def package(cfg: Config, run: RunDir, workers: int | None = None) -> dict:
     header = render.dataset_header(
         license=rc.license, pretty_name=rc.pretty_name, n_rows=len(rows), features_yaml=features._to_yaml_list(),
         num_bytes=num_bytes, download_size=shard_bytes,
-    )
+    ) | render.gate_header(rc.gated, rc.gate_terms)
     atomic.write_text(ds_dir / "README.md", render.render_dataset_card(header, ctx))
     metrics = _read_json(run.eval / "metrics.json")
     ctx["metrics_table"] = metrics_table(metrics)
     ctx["audit_line"] = (f"passed; {ctx['n_flagged']} of {ctx['n_audited']} images flagged, {ctx['n_excluded']} excluded "
                          f"({ctx['methods']}).")
     atomic.write_text(model_dir / "README.md", render.render_model_card(
-        render.model_header(license=rc.license, dataset_repo=rc.dataset_repo), ctx))
+        render.model_header(license=rc.license, dataset_repo=rc.dataset_repo) | render.gate_header(rc.gated, rc.gate_terms),
+        ctx))
 
     found = leaks.find_leaks(ds_dir, needles) + leaks.find_leaks(model_dir, needles)
     if found:
-        raise PackageError("private source metadata would be released:\n  " + "\n  ".join(found[:10]))
+        refuse(run, "private source metadata would be released:\n  " + "\n  ".join(found[:10]))
+    check_release_safety(run, ds_dir, model_dir)
     manifest.write_manifest(model_dir)
     return manifest.write_manifest(ds_dir)
+
+
+def check_release_safety(run: RunDir, ds_dir: Path, model_dir: Path) -> None:
+    """The release holds exactly what the audit covered, and no real image: else it is removed and refused."""
+    try:
+        coverage.check_release(run, ds_dir, model_dir)
+    except GateClosed as err:
+        refuse(run, str(err))
+    hits = coverage.real_image_hits(run, [ds_dir, model_dir])
+    if hits:
+        refuse(run, "real radiographs found in the release:\n  " + "\n  ".join(str(h) for h in hits[:10]))
+
+
+def refuse(run: RunDir, why: str) -> None:
+    """Remove release/dataset and release/model (nothing half-checked may be published) and raise GateClosed."""
+    for folder in (run.release_dataset, run.release_model):
+        shutil.rmtree(folder, ignore_errors=True)
+    raise GateClosed(f"{why}\nrelease/dataset and release/model were removed; nothing can be published.")

@@ -1,9 +1,11 @@
 """Parquet shards in the layout and schema that Hugging Face ``datasets`` reads natively.
 
 Rows are planned into shards by the size of their PNGs (so the shard count N, and the names
-``data/train-0000k-of-0000N.parquet``, are known before anything is written). PNG encoding runs in a
-process pool over every core; each shard is written to a ``.tmp-`` name and renamed when complete, and
-carries a fingerprint of its rows in its schema metadata so a re-run skips shards that are already right.
+``data/train-0000k-of-0000N.parquet``, are known before anything is written). Each image goes in byte for
+byte as the sample stage wrote it, so the sha256 of every released image is the sha256 the privacy audit
+recorded (release.coverage checks exactly that); :func:`release_png` refuses a file carrying anything but
+image data (text, EXIF or time chunks). Each shard is written to a ``.tmp-`` name and renamed when complete,
+and carries a fingerprint of its rows in its schema metadata so a re-run skips shards that are already right.
 The ``image`` column is the ``datasets`` Image feature (struct of ``bytes`` and ``path``) and the schema
 holds the ``huggingface`` feature metadata, so ``load_dataset`` decodes it without a loading script.
 """
@@ -24,7 +26,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 from tqdm import tqdm
 
 from cspine import atomic
@@ -55,16 +56,35 @@ def plan_shards(sizes: Iterable[int], target_bytes: float) -> list[range]:
     return out
 
 
-def encode_png(path: str, compress_level: int = 6) -> bytes:
-    """Re-encode an image file as a metadata-free grayscale PNG (8 or 16 bit kept as is)."""
-    arr = read_gray(path)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", compress_level=compress_level)
-    return buf.getvalue()
+#: PNG chunks a released image may hold: image data only (no tEXt/iTXt/zTXt, eXIf, tIME, ...).
+PNG_CHUNKS = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"sBIT", b"gAMA", b"cHRM", b"sRGB", b"tRNS", b"pHYs"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _encode_job(job: tuple[str, int]) -> bytes:
-    return encode_png(*job)
+def png_chunk_types(data: bytes) -> list[bytes]:
+    """The chunk types of a PNG byte string, in order (ValueError when it is not a well-formed PNG)."""
+    if not data.startswith(PNG_SIGNATURE):
+        raise ValueError("not a PNG file")
+    out, pos = [], len(PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        out.append(data[pos + 4:pos + 8])
+        pos += 12 + length
+        if out[-1] == b"IEND":
+            return out
+    raise ValueError("truncated PNG (no IEND chunk)")
+
+
+def release_png(path: str) -> bytes:
+    """The bytes of a sample PNG, unchanged, after checking they hold image data only."""
+    data = Path(path).read_bytes()
+    try:
+        extra = sorted({c.decode("latin-1") for c in png_chunk_types(data)} - {c.decode() for c in PNG_CHUNKS})
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    if extra:
+        raise ValueError(f"{path}: PNG carries metadata chunks {extra}; only image data is released")
+    return data
 
 
 def features_for(columns: pd.DataFrame):
@@ -136,26 +156,26 @@ def write_shard(job: ShardJob, images: list[bytes], features, rows_per_group: in
             os.fsync(fh.fileno())
 
 
-def encoded_batches(jobs: list[ShardJob], workers: int, level: int) -> Iterator[tuple[ShardJob, list[bytes]]]:
-    """PNG bytes of each job's images, encoded on ``workers`` processes (1: in this process)."""
+def image_batches(jobs: list[ShardJob], workers: int) -> Iterator[tuple[ShardJob, list[bytes]]]:
+    """The checked PNG bytes of each job's images, read on ``workers`` processes (1: in this process)."""
     if workers <= 1:
         for job in jobs:
-            yield job, [encode_png(f, level) for f in job.files]
+            yield job, [release_png(f) for f in job.files]
         return
-    # fork starts instantly; the workers run only PIL/numpy code, so threads of the parent (torch, tqdm) are no hazard.
+    # fork starts instantly; the workers run only file reads, so threads of the parent (torch, tqdm) are no hazard.
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(MP_START)) as pool:
         for job in jobs:
             chunk = max(1, len(job.files) // (workers * 4))
-            yield job, list(pool.map(_encode_job, [(f, level) for f in job.files], chunksize=chunk))
+            yield job, list(pool.map(release_png, job.files, chunksize=chunk))
 
 
-def write_shards(jobs: list[ShardJob], features, rows_per_group: int, workers: int, level: int) -> int:
+def write_shards(jobs: list[ShardJob], features, rows_per_group: int, workers: int) -> int:
     """Write the shards that are missing or stale; return how many were written."""
     todo = [j for j in jobs if not (j.path.is_file() and shard_fingerprint(j.path) == j.fingerprint)]
     if not todo:
         return 0
     bar = tqdm(total=sum(len(j.files) for j in todo), desc="package: shards", unit="img")
-    for job, images in encoded_batches(todo, workers, level):
+    for job, images in image_batches(todo, workers):
         write_shard(job, images, features, rows_per_group)
         bar.update(len(images))
     bar.close()

@@ -132,6 +132,9 @@ def write_app(store: GitStore, olah_url: str) -> FastAPI:
         repo_type = body.get("type") or "model"
         repo_id = f"{body['organization']}/{body['name']}" if body.get("organization") else f"user/{body['name']}"
         url = f"{base(request)}/{prefix(repo_type)}{repo_id}"
+        with open(store.root / "create-requests.jsonl", "a", encoding="utf-8") as fh:  # what the client asked for
+            fh.write(json.dumps({"type": repo_type, "repo_id": repo_id, "private": body.get("private"),
+                                 "visibility": body.get("visibility")}) + "\n")
         if not store.create(repo_type, repo_id):
             return JSONResponse({"error": "You already created this repo", "url": url}, status_code=409)
         return {"url": url, "name": repo_id, "id": hashlib.sha1(repo_id.encode()).hexdigest()[:24]}

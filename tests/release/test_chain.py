@@ -1,46 +1,55 @@
-"""`cspine release` and `cspine publish` to the local hub folder: the stage order, the final load lines (which
-must work as printed), and that a local publish is read by load_dataset(path) and from_pretrained(path)."""
+"""`cspine release` and `cspine publish` to the local hub folder: the stage order derived from the stage table,
+the printed load lines (which must work as printed), that a local publish is read by load_dataset(path) and
+from_pretrained(path), and that nothing goes to a remote Hub unless asked for."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from cspine.config import load_config
-from cspine.rundir import RunDir
-from release.chain import load_lines, stage_list
-from release.cli import main as cspine
+from cspine.cli import main as cspine
+from cspine.stages import STAGES, load_config, release_stages
 
 
 def test_stage_order(demo_config):
     cfg = load_config(demo_config)
-    assert stage_list(cfg) == ["demo-data", "prepare", "train", "sample", "audit", "evaluate", "package", "publish"]
+    assert [s.name for s in release_stages(cfg)] == ["demo-data", "prepare", "train", "sample", "audit", "evaluate",
+                                                      "package", "publish"]
     off = load_config(demo_config, {"evaluate.enabled": False, "data.source": "csxa"})
-    assert stage_list(off) == ["prepare", "train", "sample", "audit", "package", "publish"]
+    assert [s.name for s in release_stages(off)] == ["prepare", "train", "sample", "audit", "package", "publish"]
+    assert [s.name for s in release_stages(cfg)] == [s.name for s in STAGES]  # one order, the table's
 
 
-def test_local_publish_and_printed_lines_work(audited_run, demo_config, tmp_path, monkeypatch):
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # no stored login either
+def _common(run, hub=None):
+    out = ["--config", str(run.config)]
+    return out + (["--set", f"release.local_hub={hub}"] if hub else [])
+
+
+def test_local_publish_and_printed_lines_work(audited_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token_but_present")  # a token alone never means "upload"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     run = audited_run
     hub = tmp_path / "hub"
-    common = ["--config", str(demo_config), "--run-dir", str(run.root), "--set", f"release.local_hub={hub}"]
-    assert cspine(["package", *common, "--workers", "1"]) == 0
-    assert cspine(["publish", *common]) == 0
+    assert cspine(["package", *_common(run, hub), "--workers", "1"]) == 0
+    capsys.readouterr()
+    assert cspine(["publish", *_common(run, hub)]) == 0
+    out = capsys.readouterr().out
     assert (hub / "owner" / "synthetic-cspine" / "data").is_dir()
     before = {p: p.stat().st_mtime_ns for p in hub.rglob("*") if p.is_file()}
-    assert cspine(["publish", *common]) == 0  # same release: nothing rewritten
+    assert cspine(["publish", *_common(run, hub)]) == 0  # same release: nothing rewritten
     assert {p: p.stat().st_mtime_ns for p in hub.rglob("*") if p.is_file()} == before
     assert cspine(["verify", str(hub / "owner" / "synthetic-cspine")]) == 0
 
-    cfg = load_config(demo_config, {"release.local_hub": str(hub), "run_dir": str(run.root)})
-    where, lines = load_lines(cfg, RunDir(run.root))
-    assert str(hub) in where and len(lines) == 2
+    assert str(hub) in out
+    lines = [line.strip() for line in out.splitlines() if line.strip().startswith("from ")]
+    assert len(lines) == 2
     code = "\n".join(lines) + "\nimport sys\nprint(len(ds), type(pipe).__name__, pipe.unet.config.sample_size)\n"
     env_code = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=180,
                               env={"HF_HOME": str(tmp_path / "hf-home"), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
     assert env_code.returncode == 0, env_code.stderr[-3000:]
-    assert env_code.stdout.split()[-3:] == ["23", "DDPMPipeline", "64"]
+    n_released = len(__import__("pandas").read_parquet(run.samples_table)) - len(
+        __import__("json").loads(run.audit_summary.read_text())["excluded"])
+    assert env_code.stdout.split()[-3:] == [str(n_released), "DDPMPipeline", "64"]
 
 
 def test_release_help_lists_what_it_runs(capsys):
@@ -52,13 +61,26 @@ def test_release_help_lists_what_it_runs(capsys):
     assert "demo-data" in out and "package" in out and "publish" in out
 
 
-def test_publish_without_token_or_local_hub_says_what_to_do(audited_run, demo_config, tmp_path, monkeypatch, capsys):
+def test_help_leads_to_the_code(capsys):
+    try:
+        cspine(["--help"])
+    except SystemExit:
+        pass
+    out = capsys.readouterr().out
+    for module in ("training.cli_model", "privacy.cli", "release.commands", "evaluation.cli", "reader_study.cli"):
+        assert module in out
+    assert "Exit codes" in out
+
+
+def test_publish_without_package_or_target_says_what_to_do(audited_run, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    common = ["--config", str(demo_config), "--run-dir", str(audited_run.root)]
-    assert cspine(["publish", *common]) == 1  # nothing packaged yet
+    common = _common(audited_run)
+    assert cspine(["publish", *common]) == 2  # nothing packaged yet
     assert "cspine package" in capsys.readouterr().err
     assert cspine(["package", *common, "--workers", "1"]) == 0
-    assert cspine(["publish", *common, "--set", "release.local_hub=null"]) == 1
+    assert cspine(["publish", *common, "--set", "release.local_hub=null"]) == 2
+    assert "local_hub" in capsys.readouterr().err
+    assert cspine(["publish", *common, "--hub"]) == 2  # asked for the Hub, but there is no token
     err = capsys.readouterr().err
-    assert "HF_TOKEN" in err and "local_hub" in err
+    assert "HF_TOKEN" in err and "--local" in err

@@ -15,9 +15,9 @@ import sys
 
 import pytest
 
-from release.cli import main as cspine
+from cspine.cli import main as cspine
 from tests.fakerun import REPO
-from tests.release.conftest import EXCLUDED, write_audit, write_eval_and_study
+from tests.release.conftest import PLANTED, audit, audit_summary, plant_training_copy, write_eval_and_study
 from tests.release.hubserver import OLAH_VENV, LoopbackHub
 
 TOKEN = "hf_loopbackDummyToken0123456789abcdef"
@@ -28,14 +28,17 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 from huggingface_hub import HfApi, hf_hub_download
-from release.cli import main as cspine
+from cspine.cli import main as cspine
 
 phase, config, run_dir = sys.argv[1:4]
 api = HfApi()
 out = {}
 commits = lambda: (len(api.list_repo_commits("owner/synthetic-cspine", repo_type="dataset")),
                    len(api.list_repo_commits("owner/synthetic-cspine-ddpm")))
-publish = ["-v", "publish", "--config", config, "--run-dir", run_dir]
+publish = ["-v", "publish", "--config", config, "--run-dir", run_dir, "--hub"]
+if phase == "changed":  # someone else's file in the dataset repo: publish must leave it alone
+    api.upload_file(path_or_fileobj=b"notes by the owner", path_in_repo="NOTES.md", repo_id="owner/synthetic-cspine",
+                    repo_type="dataset")
 assert cspine(publish) == 0
 out["after_first"] = commits()
 if phase == "first":
@@ -93,28 +96,34 @@ def _client(hub, tmp_path, phase, config, run):
 
 
 @pytest.mark.timeout(300)
-def test_publish_to_loopback_hub_and_read_back(audited_run, demo_config, hub, tmp_path):
+def test_publish_to_loopback_hub_and_read_back(audited_run, hub, tmp_path):
     run = audited_run
+    config = run.config
     write_eval_and_study(run)
-    assert cspine(["package", "--config", str(demo_config), "--run-dir", str(run.root), "--workers", "1",
-                   "--set", "release.shard_size_mb=0.05"]) == 0
+    assert cspine(["package", "--config", str(config), "--workers", "1", "--set", "release.shard_size_mb=0.05"]) == 0
+    n = len(__import__("pandas").read_parquet(run.samples_table)) - len(audit_summary(run)["excluded"])
 
-    out, log1 = _client(hub, tmp_path, "first", demo_config, run)
+    out, log1 = _client(hub, tmp_path, "first", config, run)
     # one commit per repo on top of the repo's initial commit; a second publish of the same release adds none
     assert out["after_first"] == [2, 2]
     assert out["after_second"] == out["after_first"]
-    assert out["all_equal"] and out["n_rows"] == 23 and EXCLUDED not in out["ids"]
-    assert out["card_code_rows"] == 23
+    assert out["all_equal"] and out["n_rows"] == n and PLANTED not in out["ids"]
+    assert out["card_code_rows"] == n
     assert out["sample_shape"] == [1, 64, 64, 1] and out["sample_finite"]
+    # both repos were asked for as private (the default)
+    created = [json.loads(line) for line in (hub.mirrors / "create-requests.jsonl").read_text().splitlines()]
+    assert created and all(c["private"] is True or c["visibility"] == "private" for c in created)
 
-    # a changed release (one more image excluded) is one more commit, and stale shards are deleted in it
-    write_audit(run, excluded=(EXCLUDED, "final-000010"))
-    assert cspine(["package", "--config", str(demo_config), "--run-dir", str(run.root), "--workers", "1",
-                   "--set", "release.shard_size_mb=0.02"]) == 0
-    out2, log2 = _client(hub, tmp_path, "changed", demo_config, run)
-    assert out2["after_first"] == [3, 3]  # the model card states the audit counts, so it changed too
+    # a changed release (one more memorised image, flagged and excluded) is one more commit: stale shards of
+    # ours are deleted in it, a file someone else put in the repo stays
+    plant_training_copy(run, "final-000010", train_row=1)
+    assert audit(run, "--exclude-flagged") == 0 and "final-000010" in audit_summary(run)["excluded"]
+    assert cspine(["package", "--config", str(config), "--workers", "1", "--set", "release.shard_size_mb=0.02"]) == 0
+    out2, log2 = _client(hub, tmp_path, "changed", config, run)
+    assert out2["after_first"] == [4, 3]  # the owner's upload, then ours; the model card changed too
     local = sorted(p.relative_to(run.release_dataset).as_posix() for p in run.release_dataset.rglob("*") if p.is_file())
-    assert [f for f in out2["files"] if f != ".gitattributes"] == local
+    assert [f for f in out2["files"] if f not in (".gitattributes", "NOTES.md")] == local
+    assert "NOTES.md" in out2["files"]
 
     # the token never reaches a log line or a file (run dir, hub storage, client cache)
     assert TOKEN not in log1 + log2

@@ -11,7 +11,7 @@ import time
 
 import pyarrow.parquet as pq
 
-from release.cli import main as cspine
+from cspine.cli import main as cspine
 from tests.fakerun import REPO
 
 # Runs the real `cspine package`, but the writer of the third shard stops after its first row group, says so
@@ -31,14 +31,14 @@ class HangingWriter(pq.ParquetWriter):
             time.sleep(600)
         super().write_table(table, row_group_size=row_group_size)
 shards.pq.ParquetWriter = HangingWriter
-from release.cli import main
+from cspine.cli import main
 sys.exit(main(sys.argv[2:]))
 """
 
 
 def test_kill_mid_shard_then_rerun(audited_run, tmp_path, demo_config):
     run = audited_run
-    args = ["package", "--config", str(demo_config), "--run-dir", str(run.root), "--workers", "1",
+    args = ["package", "--config", str(run.config), "--workers", "1",
             "--set", "release.shard_size_mb=0.02"]
     flag = tmp_path / "hanging"
     proc = subprocess.Popen([sys.executable, "-c", HANG, str(flag), *args], cwd=REPO,

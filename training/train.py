@@ -6,8 +6,8 @@ change), AdamW with warm-up (``diffusers.optimization.get_scheduler``) and gradi
 of the weights (diffusers ``EMAModel`` with warm-up). The EMA weights are what is saved and sampled.
 
 The run reads as the steps of diffusers' examples/unconditional_image_generation and NVlabs EDM's
-training loop, one function each: :func:`build_accelerator`, :func:`build_trainer` (model, EMA,
-optimizer, LR schedule), :func:`resume_or_restart`, :func:`train_step` (one optimizer step; the loss
+training loop, one function each: :func:`choose_precision` (training/precision.py),
+:func:`build_accelerator`, :func:`build_trainer` (model, EMA, optimizer, LR schedule), :func:`resume_or_restart`, :func:`train_step` (one optimizer step; the loss
 itself is training/loss.py), :func:`after_step` (log, checkpoint, grid) and :func:`finish`. The data
 stream is training/train_data.py, checkpoints training/checkpoints.py, the loss log training/loss_log.py,
 the grids training/grids.py.
@@ -19,7 +19,9 @@ Writes, in ``model/``:
   loss.csv              one row per optimizer step (step, loss, lr, ema_decay, images_per_s)
   grids/step-N.png      DDPM samples of the EMA weights every ``train.sample_every`` steps
   pipeline/             the final ``DDPMPipeline`` (EMA U-Net + scheduler, safetensors)
-  train_summary.json    written last; a run whose summary reaches ``max_steps`` is skipped
+  train_summary.json    written last; a run whose summary reaches ``max_steps`` is skipped. Its
+                        ``precision`` entry records the setting used, how it was chosen and, with
+                        ``train.mixed_precision: auto``, every candidate's measured images/s.
 
 Determinism and resume: the images, timesteps and noise of optimizer step s are a pure function of
 (seed, s, process rank), so a run resumed from ``step-N`` sees exactly the batches an uninterrupted run
@@ -40,12 +42,13 @@ from cspine import atomic
 from cspine.config import Config
 from cspine.rundir import RunDir
 from training.checkpoints import (  # noqa: F401 - list_checkpoints is part of this module's interface
-    export_pipeline, list_checkpoints, restore_ema, save_checkpoint,
+    export_pipeline, list_checkpoints, read_trainer_state, restore_ema, save_checkpoint,
 )
 from training.grids import grid_image, write_grid  # noqa: F401 - grid_image re-exported for callers
 from training.loss import denoising_loss, noised_batch
 from training.loss_log import LossLog, truncate_loss_log
 from training.model import build_noise_scheduler, build_unet, count_parameters
+from training.precision import Precision, choose, configured, describe
 from training.train_data import batch_indices, load_train_pixels  # noqa: F401 - re-exported for callers
 
 log = logging.getLogger("cspine.train")
@@ -75,6 +78,7 @@ class Trainer:
     lr_scheduler: Any
     noise_scheduler: Any
     data: torch.Tensor
+    precision: Precision
     step: int = 0
     resumed_from: int | None = None
 
@@ -110,26 +114,88 @@ def is_trained(run: RunDir, max_steps: int) -> bool:
 
 # -- build -----------------------------------------------------------------------------------------
 
-def build_accelerator(cfg: Config, run: RunDir):
+def choose_precision(cfg: Config, run: RunDir, resume: bool, data: torch.Tensor) -> dict:
+    """How this run trains: kept from its checkpoint on resume, as configured, or measured (``auto``).
+
+    Returns the record written to train_summary.json and trainer_state.json: the setting
+    (:meth:`Precision.to_dict`), ``choice`` (its label), ``how`` and, when measured, ``reason``,
+    ``timings`` and the probe's batch, device and duration.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    state = PartialState()
+    last = list_checkpoints(run)[-1] if resume and list_checkpoints(run) else 0
+    if last:
+        saved = read_trainer_state(run, last).get("precision")
+        if saved:
+            log.info("resuming in %s, the precision the run started with", saved["choice"])
+            return saved
+    if cfg.train.mixed_precision != "auto":
+        p = configured(cfg.train.mixed_precision, state.device)
+        return {"choice": p.label, **p.to_dict(), "how": "configured"}
+    record = measure_precision(cfg, data, state.device, state.process_index, cfg.train.max_steps - last)
+    if state.num_processes > 1:  # every process trains as the main one measured
+        box = [record]
+        broadcast_object_list(box, from_process=0)
+        record = box[0]
+    return record
+
+
+def measure_precision(cfg: Config, data: torch.Tensor, device: torch.device, rank: int, remaining: int) -> dict:
+    """Time every candidate on ``device`` with this run's model and first images; keep the fastest."""
+    from training.loss import noised_batch
+    from training.precision_probe import probe, probe_batch
+
+    n = probe_batch(device, cfg.train.batch_size)
+    clean = data[torch.from_numpy(batch_indices(len(data), cfg.seed, 0, n, rank, 1))]
+    batch = noised_batch(clean, build_noise_scheduler(cfg.model), cfg.model.prediction_type, cfg.seed, 0, rank)
+    t0 = time.perf_counter()
+    timings = probe(lambda: build_unet(cfg.model, data.shape[-1]), batch, device)
+    seconds = time.perf_counter() - t0
+    p, reason = choose(timings, remaining)
+    log.info("precision: %s (%s); measured in %.1f s on %s, %d images a step:\n%s",
+             p.label, reason, seconds, device, n, describe(timings))
+    return {"choice": p.label, **p.to_dict(), "how": "measured", "reason": reason, "device": str(device),
+            "probe_batch": n, "probe_seconds": round(seconds, 2), "timings": [t.to_dict() for t in timings]}
+
+
+def build_accelerator(cfg: Config, run: RunDir, precision: Precision):
     """The ``Accelerator`` of a run: its precision, gradient accumulation and (optional) TensorBoard."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import ProjectConfiguration
 
     tc = cfg.train
-    mixed = tc.mixed_precision
-    if mixed == "fp16" and not torch.cuda.is_available():
-        log.warning("fp16 needs a GPU; training in bf16 on the CPU instead")
-        mixed = "bf16"
+    if AcceleratorState._shared_state.get("_mixed_precision", precision.mixed_precision) != precision.mixed_precision:
+        # accelerate keeps one process-wide state and refuses a second precision; a later train() in the
+        # same process (tests, benchmarks) may measure another, so that state is reset (the process
+        # group, in PartialState, stays). What accelerate's own tests do between precisions.
+        AcceleratorState._reset_state()
     return Accelerator(
-        mixed_precision=mixed,
+        mixed_precision=precision.mixed_precision,
         gradient_accumulation_steps=tc.gradient_accumulation_steps,
         log_with="tensorboard" if tc.tensorboard else None,
         project_config=ProjectConfiguration(project_dir=str(run.model), logging_dir=str(run.model / "tensorboard")),
     )
 
 
-def build_trainer(cfg: Config, accelerator, data: torch.Tensor) -> Trainer:
-    """Seeded U-Net, noise scheduler, EMA, AdamW and LR schedule, prepared by ``accelerator``."""
+def setup_accelerator(cfg: Config, run: RunDir, resume: bool, data: torch.Tensor, accelerator=None):
+    """(accelerator, precision, precision record): a given accelerator as it is, else one built for the
+    precision :func:`choose_precision` picks."""
+    if accelerator is not None:
+        precision = Precision(accelerator.mixed_precision)
+        return accelerator, precision, {"choice": precision.label, **precision.to_dict(), "how": "given accelerator"}
+    record = choose_precision(cfg, run, resume, data)
+    precision = Precision.from_dict(record)
+    return build_accelerator(cfg, run, precision), precision, record
+
+
+def build_trainer(cfg: Config, accelerator, data: torch.Tensor, precision: Precision | None = None) -> Trainer:
+    """Seeded U-Net, noise scheduler, EMA, AdamW and LR schedule, prepared by ``accelerator``.
+
+    ``precision`` adds the memory format and compiler; its mixed precision is the accelerator's.
+    """
     from diffusers import UNet2DModel
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
@@ -137,6 +203,11 @@ def build_trainer(cfg: Config, accelerator, data: torch.Tensor) -> Trainer:
     tc = cfg.train
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only
     unet = build_unet(cfg.model, data.shape[-1])
+    precision = precision or Precision(accelerator.mixed_precision)
+    if precision.channels_last:
+        unet.to(memory_format=torch.channels_last)  # accelerate's save_state stores them contiguous
+    if precision.compile:
+        unet.compile()  # in place: state-dict keys stay those of a plain UNet2DModel
     noise_scheduler = build_noise_scheduler(cfg.model)
     ema = EMAModel(
         unet.parameters(), decay=tc.ema.decay, use_ema_warmup=tc.ema.use_warmup,
@@ -150,7 +221,7 @@ def build_trainer(cfg: Config, accelerator, data: torch.Tensor) -> Trainer:
     # it) and saved by save_state through register_for_checkpointing.
     accelerator.register_for_checkpointing(lr_scheduler)
     ema.to(accelerator.device)
-    return Trainer(cfg, accelerator, unet, ema, optimizer, lr_scheduler, noise_scheduler, data)
+    return Trainer(cfg, accelerator, unet, ema, optimizer, lr_scheduler, noise_scheduler, data, precision)
 
 
 # -- resume ----------------------------------------------------------------------------------------
@@ -178,8 +249,7 @@ def resume_or_restart(tr: Trainer, run: RunDir, resume: bool) -> None:
         if tr.cfg.train.tensorboard:
             tr.accelerator.init_trackers("train")
         log.info("training %s parameters on %d images at %d px, %d process(es), %s",
-                 f"{count_parameters(tr.unet):,}", len(tr.data), tr.data.shape[-1], tr.world,
-                 tr.accelerator.mixed_precision)
+                 f"{count_parameters(tr.unet):,}", len(tr.data), tr.data.shape[-1], tr.world, tr.precision.label)
 
 
 # -- one step --------------------------------------------------------------------------------------
@@ -216,17 +286,17 @@ def train_step(tr: Trainer) -> tuple[float, float]:
 
 # -- after a step: checkpoint and grid -------------------------------------------------------------
 
-def trainer_state(tr: Trainer) -> dict:
-    """What ``trainer_state.json`` records about the run at its current step."""
-    return {"step": tr.step, "seed": tr.cfg.seed, "world_size": tr.world}
+def trainer_state(tr: Trainer, precision_record: dict) -> dict:
+    """What ``trainer_state.json`` records about the run at its current step (and how it computes)."""
+    return {"step": tr.step, "seed": tr.cfg.seed, "world_size": tr.world, "precision": precision_record}
 
 
-def after_step(tr: Trainer, run: RunDir, protected: set[int]) -> None:
+def after_step(tr: Trainer, run: RunDir, protected: set[int], precision_record: dict) -> None:
     """Write the checkpoint and the grid that are due after the current step."""
     tc = tr.cfg.train
     last = tr.step == tc.max_steps
     if tr.step % tc.checkpoint_every == 0 or last:
-        save_checkpoint(run, tr.accelerator, tr.ema, tr.raw_unet, tr.noise_scheduler, trainer_state(tr),
+        save_checkpoint(run, tr.accelerator, tr.ema, tr.raw_unet, tr.noise_scheduler, trainer_state(tr, precision_record),
                         tc.keep_checkpoints, protected)
     if tr.main and (tr.step % tc.sample_every == 0 or last):
         write_grid(tr.ema, tr.raw_unet, tr.noise_scheduler, run.grids / f"step-{tr.step}.png",
@@ -275,7 +345,8 @@ def train(
     data = load_train_pixels(run)
     if data.shape[-1] != cfg.data.resolution:
         raise ValueError(f"{run.pixels}: cached images are {data.shape[-1]} px but data.resolution is {cfg.data.resolution}")
-    tr = build_trainer(cfg, accelerator or build_accelerator(cfg, run), data)
+    accelerator, precision, record = setup_accelerator(cfg, run, resume, data, accelerator)
+    tr = build_trainer(cfg, accelerator, data, precision)
     resume_or_restart(tr, run, resume)
     protected = {int(c[5:]) for c in cfg.sample.checkpoints if c.startswith("step-")}
 
@@ -297,8 +368,8 @@ def train(
             bar.update(1)
             if on_step is not None:
                 on_step(tr.step, loss)
-            after_step(tr, run, protected)
+            after_step(tr, run, protected, record)
             if stop_after is not None and tr.step >= stop_after:
                 raise TrainingInterrupted(f"stopped after step {tr.step} (test hook)")
-    finish(tr, run, {})
+    finish(tr, run, {"precision": record})
     return TrainResult(tr.step, False, tr.resumed_from, rate)

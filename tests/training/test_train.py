@@ -33,6 +33,9 @@ TINY = {
     "train.grid_images": 4,
     "train.grid_steps": 2,
     "sample.checkpoints": ["final"],
+    # explicit, so the two runs compared below cannot pick different precisions (auto is tested in
+    # test_train_precision.py)
+    "train.mixed_precision": "bf16",
 }
 
 

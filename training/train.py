@@ -114,6 +114,16 @@ def is_trained(run: RunDir, max_steps: int) -> bool:
 
 # -- build -----------------------------------------------------------------------------------------
 
+def process_state():
+    """accelerate's ``PartialState`` (this process's rank, device, process group), created as ``Accelerator()``
+    would: honouring ``ACCELERATE_USE_CPU`` (set by ``accelerate launch --cpu``), without which several
+    processes on a machine without CUDA would each run alone instead of joining one gloo group."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
 def choose_precision(cfg: Config, run: RunDir, resume: bool, data: torch.Tensor) -> dict:
     """How this run trains: kept from its checkpoint on resume, as configured, or measured (``auto``).
 
@@ -121,10 +131,9 @@ def choose_precision(cfg: Config, run: RunDir, resume: bool, data: torch.Tensor)
     (:meth:`Precision.to_dict`), ``choice`` (its label), ``how`` and, when measured, ``reason``,
     ``timings`` and the probe's batch, device and duration.
     """
-    from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
-    state = PartialState()
+    state = process_state()
     last = list_checkpoints(run)[-1] if resume and list_checkpoints(run) else 0
     if last:
         saved = read_trainer_state(run, last).get("precision")

@@ -164,6 +164,10 @@ def example_train(loader: torch.utils.data.DataLoader, model_cfg, mixed_precisio
     return STEPS * BATCH / (time.perf_counter() - t0)
 
 
+def paired(project: list[float], baseline: list[float]) -> list[float]:
+    return [round(a / b, 3) for a, b in zip(project, baseline)]
+
+
 def training_figures(tmp: Path) -> dict:
     """Both ratios (see the module docstring), best of ROUNDS interleaved rounds per loop."""
     from tests.fakerun import make_fake_run
@@ -185,7 +189,8 @@ def training_figures(tmp: Path) -> dict:
         rates["example_cached_same"].append(example_train(cached_loader(pixels), model_cfg, record["mixed_precision"]))
     best = {k: max(v) for k, v in rates.items()}
     return {
-        "resolution": RES, "batch": BATCH, "timed_steps": STEPS, "rounds": {k: [round(x, 2) for x in v] for k, v in rates.items()},
+        "resolution": RES, "batch": BATCH, "timed_steps": STEPS,
+        "rounds": {k: [round(x, 2) for x in v] for k, v in rates.items()},
         "images_per_s": {k: round(v, 2) for k, v in best.items()},
         "same_work_precision": "fp32" if record["mixed_precision"] == "no" else record["mixed_precision"],
         "auto_choice": record["choice"], "auto_probe_seconds": record.get("probe_seconds"),
@@ -193,8 +198,8 @@ def training_figures(tmp: Path) -> dict:
         "ratio_same_work": round(best["project_same"] / best["example_cached_same"], 3),
         "ratio_user": round(best["project_auto"] / best["example_png_fp32"], 3),
         # each round's pair ran back to back: their spread shows how noisy the machine was
-        "ratio_same_work_rounds": [round(a / b, 3) for a, b in zip(rates["project_same"], rates["example_cached_same"])],
-        "ratio_user_rounds": [round(a / b, 3) for a, b in zip(rates["project_auto"], rates["example_png_fp32"])],
+        "ratio_same_work_rounds": paired(rates["project_same"], rates["example_cached_same"]),
+        "ratio_user_rounds": paired(rates["project_auto"], rates["example_png_fp32"]),
     }
 
 

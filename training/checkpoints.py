@@ -34,7 +34,8 @@ def read_trainer_state(run: RunDir, step: int) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: unreadable checkpoint state ({err}); delete the checkpoint to resume from an older one") from None
+        raise ValueError(f"{path}: unreadable checkpoint state ({err}); "
+                         "delete that checkpoint to resume from an older one") from None
 
 
 def prune_checkpoints(run: RunDir, keep: int, protected: set[int]) -> list[int]:

@@ -7,10 +7,11 @@ of the weights (diffusers ``EMAModel`` with warm-up). The EMA weights are what i
 
 The run reads as the steps of diffusers' examples/unconditional_image_generation and NVlabs EDM's
 training loop, one function each: :func:`choose_precision` (training/precision.py),
-:func:`build_accelerator`, :func:`build_trainer` (model, EMA, optimizer, LR schedule), :func:`resume_or_restart`, :func:`train_step` (one optimizer step; the loss
-itself is training/loss.py), :func:`after_step` (log, checkpoint, grid) and :func:`finish`. The data
-stream is training/train_data.py, checkpoints training/checkpoints.py, the loss log training/loss_log.py,
-the grids training/grids.py.
+:func:`build_accelerator`, :func:`build_trainer` (model, EMA, optimizer, LR schedule),
+:func:`resume_or_restart`, :func:`train_step` (one optimizer step; the loss itself is
+training/loss.py), :func:`after_step` (checkpoint, grid) and :func:`finish`. The data stream is
+training/train_data.py, checkpoints training/checkpoints.py, the loss log training/loss_log.py, the
+grids training/grids.py.
 
 Writes, in ``model/``:
   checkpoints/step-N/   accelerate ``save_state`` (model, optimizer, LR schedule, RNG), ``unet_ema/``
@@ -30,6 +31,7 @@ would.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -101,8 +103,6 @@ class Trainer:
 
 def is_trained(run: RunDir, max_steps: int) -> bool:
     """Whether model/ holds a finished run of at least ``max_steps`` steps (summary and pipeline)."""
-    import json
-
     summary = run.model / "train_summary.json"
     if not summary.is_file() or not (run.pipeline / "model_index.json").is_file():
         return False
@@ -116,8 +116,10 @@ def is_trained(run: RunDir, max_steps: int) -> bool:
 
 def process_state():
     """accelerate's ``PartialState`` (this process's rank, device, process group), created as ``Accelerator()``
-    would: honouring ``ACCELERATE_USE_CPU`` (set by ``accelerate launch --cpu``), without which several
-    processes on a machine without CUDA would each run alone instead of joining one gloo group."""
+    would: honouring ``ACCELERATE_USE_CPU``, without which several processes on a machine without CUDA
+    would each train alone instead of joining one gloo group. (accelerate 1.15's ``launch --cpu`` sets it
+    but starts one process without MPI; ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu
+    --num_processes N`` starts N CPU processes, as tests/training/test_train_multiprocess.py does.)"""
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
@@ -305,8 +307,8 @@ def after_step(tr: Trainer, run: RunDir, protected: set[int], precision_record: 
     tc = tr.cfg.train
     last = tr.step == tc.max_steps
     if tr.step % tc.checkpoint_every == 0 or last:
-        save_checkpoint(run, tr.accelerator, tr.ema, tr.raw_unet, tr.noise_scheduler, trainer_state(tr, precision_record),
-                        tc.keep_checkpoints, protected)
+        save_checkpoint(run, tr.accelerator, tr.ema, tr.raw_unet, tr.noise_scheduler,
+                        trainer_state(tr, precision_record), tc.keep_checkpoints, protected)
     if tr.main and (tr.step % tc.sample_every == 0 or last):
         write_grid(tr.ema, tr.raw_unet, tr.noise_scheduler, run.grids / f"step-{tr.step}.png",
                    tc.grid_images, tc.grid_steps, tr.cfg.seed)
@@ -353,7 +355,8 @@ def train(
         torch.set_num_threads(tc.num_threads)
     data = load_train_pixels(run)
     if data.shape[-1] != cfg.data.resolution:
-        raise ValueError(f"{run.pixels}: cached images are {data.shape[-1]} px but data.resolution is {cfg.data.resolution}")
+        raise ValueError(f"{run.pixels}: cached images are {data.shape[-1]} px "
+                         f"but data.resolution is {cfg.data.resolution}")
     accelerator, precision, record = setup_accelerator(cfg, run, resume, data, accelerator)
     tr = build_trainer(cfg, accelerator, data, precision)
     resume_or_restart(tr, run, resume)

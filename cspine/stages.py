@@ -237,8 +237,9 @@ class _Dist:
         self.state = None
         if enabled and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from accelerate import PartialState
+            from accelerate.utils import parse_flag_from_env
 
-            self.state = PartialState()
+            self.state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
     @property
     def main(self) -> bool:

@@ -101,8 +101,11 @@ class TrainConfig(Strict):
     warmup_steps: int = Field(50, ge=0, description="Linear learning-rate warm-up steps.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping (global L2 norm).")
-    mixed_precision: Literal["no", "fp16", "bf16"] = Field(
-        "bf16", description="accelerate mixed precision (bf16 autocast also works on CPUs with AVX-512 bf16)."
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
+        "auto",
+        description='auto: time a few steps of fp32, bf16, fp16 (CUDA only), channels_last and (CUDA only) '
+        'torch.compile on this machine at start-up and keep the fastest, fp32 unless another is faster beyond '
+        'the noise (training/precision.py); or exactly "no" (also "fp32"), "bf16" or "fp16" (CUDA; bf16 on a CPU).',
     )
     checkpoint_every: int = Field(100, ge=1, description="Save a resumable checkpoint every N steps.")
     keep_checkpoints: int = Field(3, ge=1, description="Keep the newest N checkpoints (plus any listed in sample.checkpoints).")
@@ -112,6 +115,14 @@ class TrainConfig(Strict):
     ema: EMAConfig = Field(default_factory=EMAConfig, description="Exponential moving average of the weights.")
     tensorboard: bool = Field(False, description="Also log to TensorBoard (model/tensorboard/; needs the tensorboard package).")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice).")
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _full_precision_spellings(cls, v):
+        """YAML reads a bare ``no`` (and ``off``, ``false``) as False; "fp32" is the natural name for it."""
+        if v is False or (isinstance(v, str) and v.strip().lower() in ("fp32", "no", "none", "off", "false")):
+            return "no"
+        return v
 
 
 class SampleConfig(Strict):

@@ -112,12 +112,13 @@ def _same_table(path, table: pd.DataFrame) -> bool:
 def sample(cfg: RunConfig, run: RunDir, progress: bool = True) -> pd.DataFrame:
     """Run (or resume, or skip) the sampling stage; returns the samples table."""
     import torch
-    from accelerate import PartialState
     from tqdm.auto import tqdm
 
     from training.sampling import load_unet, make_scheduler
 
-    state = PartialState()
+    from training.train import process_state
+
+    state = process_state()  # honours ACCELERATE_USE_CPU: CPU processes join one gloo group
     sc = cfg.sample
     want = settings(cfg)
     shards = plan_shards(sc.checkpoints, sc.num_images, sc.shard_size)

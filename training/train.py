@@ -1,207 +1,64 @@
 """DDPM training (`cspine train`): data/ pixel cache -> model/ (checkpoints, loss log, grids, pipeline).
 
-Reads ``data/index.parquet`` (train split only) and ``data/pixels.npy``; never decodes an image file.
 Trains a diffusers ``UNet2DModel`` with the ``DDPMScheduler`` forward process, under accelerate (mixed
 precision, gradient accumulation, multi-GPU with ``accelerate launch -m cspine train`` and no code
 change), AdamW with warm-up (``diffusers.optimization.get_scheduler``) and gradient clipping, and an EMA
 of the weights (diffusers ``EMAModel`` with warm-up). The EMA weights are what is saved and sampled.
+
+The run reads as the steps of diffusers' examples/unconditional_image_generation and NVlabs EDM's
+training loop, one function each: :func:`choose_precision` (training/precision.py),
+:func:`build_accelerator`, :func:`build_trainer` (model, EMA, optimizer, LR schedule),
+:func:`resume_or_restart`, :func:`train_step` (one optimizer step; the loss itself is
+training/loss.py), :func:`after_step` (checkpoint, grid) and :func:`finish`. The data stream is
+training/train_data.py, checkpoints training/checkpoints.py, the loss log training/loss_log.py, the
+grids training/grids.py.
 
 Writes, in ``model/``:
   checkpoints/step-N/   accelerate ``save_state`` (model, optimizer, LR schedule, RNG), ``unet_ema/``
                         (safetensors, loadable by ``UNet2DModel.from_pretrained``), ``ema_state.json``,
                         ``scheduler/`` and ``trainer_state.json``; written to a temporary folder and renamed.
   loss.csv              one row per optimizer step (step, loss, lr, ema_decay, images_per_s)
-  grids/step-N.png      DDIM samples of the EMA weights every ``train.sample_every`` steps
+  grids/step-N.png      DDPM samples of the EMA weights every ``train.sample_every`` steps
   pipeline/             the final ``DDPMPipeline`` (EMA U-Net + scheduler, safetensors)
-  train_summary.json    written last; a run whose summary reaches ``max_steps`` is skipped
+  train_summary.json    written last; a run whose summary reaches ``max_steps`` is skipped. Its
+                        ``precision`` entry records the setting used, how it was chosen and, with
+                        ``train.mixed_precision: auto``, every candidate's measured images/s.
 
 Determinism and resume: the images, timesteps and noise of optimizer step s are a pure function of
 (seed, s, process rank), so a run resumed from ``step-N`` sees exactly the batches an uninterrupted run
-would. Horizontal flips are NOT used: a lateral radiograph has a facing direction (the anterior side),
-and flipping would teach the model mirror-image anatomy that no real film shows.
+would.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import math
-import os
 import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-import numpy as np
-import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from cspine import atomic
 from cspine.config import RunConfig
-from cspine.images import png_bytes
 from cspine.rundir import RunDir
+from training.checkpoints import (
+    export_pipeline, list_checkpoints, read_trainer_state, restore_ema, save_checkpoint,
+)
+from training.grids import write_grid
+from training.loss import denoising_loss, noised_batch
+from training.loss_log import LossLog, truncate_loss_log
 from training.model import build_noise_scheduler, build_unet, count_parameters
+from training.precision import Precision, choose, configured, describe
+from training.train_data import batch_indices, load_train_pixels
 
 log = logging.getLogger("cspine.train")
-
-LOSS_COLUMNS = ("step", "loss", "lr", "ema_decay", "images_per_s")
 
 
 class TrainingInterrupted(RuntimeError):
     """Raised by the test hook ``stop_after`` to simulate a killed run."""
 
-
-# -- data ------------------------------------------------------------------------------------------
-
-def load_train_pixels(run: RunDir) -> torch.Tensor:
-    """The train split of the pixel cache as float32 [N, 1, R, R] in [-1, 1] (rows in index order)."""
-    index_path = run.require(run.index, "prepare")
-    run.require(run.pixels, "prepare")
-    try:
-        index = pd.read_parquet(index_path, columns=["split", "cache_row"])
-    except Exception as err:  # noqa: BLE001 - name the file in the error
-        raise ValueError(f"{index_path}: cannot read the data index ({err})") from None
-    rows = index.loc[index["split"] == "train", "cache_row"].to_numpy(dtype=np.int64)
-    if len(rows) == 0:
-        raise ValueError(f"{index_path}: no rows with split == 'train'; nothing to train on")
-    pixels = np.load(run.pixels, mmap_mode="r")
-    if pixels.ndim != 3 or pixels.shape[1] != pixels.shape[2]:
-        raise ValueError(f"{run.pixels}: expected a [N, R, R] array, got shape {pixels.shape}")
-    if rows.max() >= pixels.shape[0] or rows.min() < 0:
-        raise ValueError(f"{index_path}: cache_row out of range for {run.pixels} with {pixels.shape[0]} rows")
-    if pixels.dtype != np.uint16:
-        raise ValueError(f"{run.pixels}: expected uint16 pixels, got {pixels.dtype}")
-    arr = np.asarray(pixels[np.sort(rows)], dtype=np.float32)
-    return torch.from_numpy(arr / 32767.5 - 1.0).unsqueeze(1)
-
-
-def _stream_seed(seed: int, *parts: int) -> int:
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *map(int, parts)]).generate_state(2, dtype=np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1])) & 0x7FFF_FFFF_FFFF_FFFF
-
-
-def batch_indices(n: int, seed: int, micro_step: int, batch_size: int, rank: int = 0, world: int = 1) -> np.ndarray:
-    """Rows of micro-batch ``micro_step`` for process ``rank``: a pure function of its arguments.
-
-    The global stream is a concatenation of per-epoch permutations (seeded by (seed, epoch)); each
-    micro-step takes ``batch_size * world`` consecutive positions and process ``rank`` its slice, so
-    every image is seen once per epoch across all processes.
-    """
-    per_step = batch_size * world
-    start = micro_step * per_step + rank * batch_size
-    positions = np.arange(start, start + batch_size)
-    out = np.empty(batch_size, dtype=np.int64)
-    for epoch in np.unique(positions // n):
-        perm = np.random.default_rng(_stream_seed(seed, 1, int(epoch))).permutation(n)
-        mask = positions // n == epoch
-        out[mask] = perm[positions[mask] % n]
-    return out
-
-
-# -- checkpoints -----------------------------------------------------------------------------------
-
-def list_checkpoints(run: RunDir) -> list[int]:
-    """Steps of the complete checkpoints (a checkpoint folder only exists once fully written)."""
-    if not run.checkpoints.is_dir():
-        return []
-    steps = [int(p.name[5:]) for p in run.checkpoints.iterdir()
-             if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit()
-             and (p / "trainer_state.json").is_file()]
-    return sorted(steps)
-
-
-def prune_checkpoints(run: RunDir, keep: int, protected: set[int]) -> list[int]:
-    """Delete all but the newest ``keep`` checkpoints and those in ``protected``; return what was deleted."""
-    steps = list_checkpoints(run)
-    doomed = [s for s in steps[:-keep] if s not in protected] if keep > 0 else []
-    for s in doomed:
-        shutil.rmtree(run.checkpoint(s), ignore_errors=True)
-    return doomed
-
-
-def save_ema_unet(ema, unet_template, folder: Path) -> None:
-    """Write the EMA weights as a plain UNet2DModel folder (safetensors) at ``folder``."""
-    from diffusers import UNet2DModel
-
-    model = UNet2DModel.from_config(unet_template.config)
-    ema.copy_to(model.parameters())
-    model.save_pretrained(folder, safe_serialization=True)
-
-
-def ema_state(ema) -> dict:
-    state = ema.state_dict()
-    state.pop("shadow_params", None)
-    return state
-
-
-def restore_ema(ema, folder: Path) -> None:
-    """Load EMA shadow weights (``unet_ema/``) and counters (``ema_state.json``) from a checkpoint."""
-    from diffusers import UNet2DModel
-
-    saved = UNet2DModel.from_pretrained(folder / "unet_ema", use_safetensors=True)
-    state = json.loads((folder / "ema_state.json").read_text(encoding="utf-8"))
-    state["shadow_params"] = [p.detach().clone().float() for p in saved.parameters()]
-    ema.load_state_dict(state)
-
-
-# -- loss log --------------------------------------------------------------------------------------
-
-def truncate_loss_log(path: Path, last_step: int) -> None:
-    """Keep the rows of ``path`` with step <= ``last_step`` (rows after a checkpoint are replayed on resume)."""
-    if not path.is_file():
-        return
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get("step", "").isdigit() and int(r["step"]) <= last_step]
-    with atomic.atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=LOSS_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-
-
-# -- grids -----------------------------------------------------------------------------------------
-
-def grid_image(images: np.ndarray, min_tile: int = 128) -> np.ndarray:
-    """Tile [n, R, R] floats in [0, 1] into one 8-bit image (near-square, 2 px gaps).
-
-    Small images are enlarged by an integer factor (nearest neighbour, so no pixel is invented) until a
-    tile is at least ``min_tile`` pixels: a 64 px grid at 1x is too small for a person to judge.
-    """
-    scale = max(1, math.ceil(min_tile / images.shape[-1]))
-    if scale > 1:
-        images = images.repeat(scale, axis=1).repeat(scale, axis=2)
-    n, r, _ = images.shape
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    gap = 2
-    out = np.zeros((rows * (r + gap) - gap, cols * (r + gap) - gap), dtype=np.float32)
-    for k, img in enumerate(images):
-        y, x = divmod(k, cols)
-        out[y * (r + gap): y * (r + gap) + r, x * (r + gap): x * (r + gap) + r] = img
-    return np.rint(np.clip(out, 0, 1) * 255).astype(np.uint8)
-
-
-def write_grid(ema, unet_template, noise_scheduler, path: Path, n: int, steps: int, seed: int) -> None:
-    """Sample ``n`` images with the EMA weights (ancestral DDPM, ``steps``) and write them as one PNG.
-
-    Stochastic DDPM rather than DDIM: early in training the deterministic samplers keep the model's small
-    denoising errors as grain, so the grid would look worse than the model is."""
-    from diffusers import UNet2DModel
-
-    from training.sampling import generate, make_scheduler
-
-    model = UNet2DModel.from_config(unet_template.config)
-    ema.copy_to(model.parameters())
-    model.eval().requires_grad_(False)
-    images = generate(model, make_scheduler("ddpm", noise_scheduler), range(n), seed, steps,
-                      batch_size=min(n, 16), progress=False)
-    atomic.write_bytes(path, png_bytes(grid_image(images)))
-
-
-# -- the loop --------------------------------------------------------------------------------------
 
 @dataclass
 class TrainResult:
@@ -211,7 +68,41 @@ class TrainResult:
     images_per_s: float | None
 
 
+@dataclass
+class Trainer:
+    """Everything a run holds while it trains: built by :func:`build_trainer`, advanced by :func:`train_step`."""
+
+    cfg: RunConfig
+    accelerator: Any
+    unet: Any  # as prepared by accelerate (wrapped for several processes)
+    ema: Any
+    optimizer: Any
+    lr_scheduler: Any
+    noise_scheduler: Any
+    data: torch.Tensor
+    precision: Precision
+    step: int = 0
+    resumed_from: int | None = None
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def raw_unet(self):
+        return self.accelerator.unwrap_model(self.unet)
+
+
 def is_trained(run: RunDir, max_steps: int) -> bool:
+    """Whether model/ holds a finished run of at least ``max_steps`` steps (summary and pipeline)."""
     summary = run.model / "train_summary.json"
     if not summary.is_file() or not (run.pipeline / "model_index.json").is_file():
         return False
@@ -221,55 +112,113 @@ def is_trained(run: RunDir, max_steps: int) -> bool:
         return False
 
 
-def train(
-    cfg: RunConfig,
-    run: RunDir,
-    resume: bool = True,
-    progress: bool = True,
-    stop_after: int | None = None,
-    accelerator=None,
-    on_step: Callable[[int, float], None] | None = None,
-) -> TrainResult:
-    """Train (or resume, or skip) the run's DDPM; see the module docstring for what is written.
+# -- build -----------------------------------------------------------------------------------------
 
-    ``stop_after`` (tests): raise :class:`TrainingInterrupted` after that optimizer step, as if killed.
+def process_state():
+    """accelerate's ``PartialState`` (this process's rank, device, process group), created as ``Accelerator()``
+    would: honouring ``ACCELERATE_USE_CPU``, without which several processes on a machine without CUDA
+    would each train alone instead of joining one gloo group. (accelerate 1.15's ``launch --cpu`` sets it
+    but starts one process without MPI; ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu
+    --num_processes N`` starts N CPU processes, as tests/training/test_train_multiprocess.py does.)"""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def choose_precision(cfg: RunConfig, run: RunDir, resume: bool, data: torch.Tensor) -> dict:
+    """How this run trains: kept from its checkpoint on resume, as configured, or measured (``auto``).
+
+    Returns the record written to train_summary.json and trainer_state.json: the setting
+    (:meth:`Precision.to_dict`), ``choice`` (its label), ``how`` and, when measured, ``reason``,
+    ``timings`` and the probe's batch, device and duration.
     """
+    from accelerate.utils import broadcast_object_list
+
+    state = process_state()
+    last = list_checkpoints(run)[-1] if resume and list_checkpoints(run) else 0
+    if last:
+        saved = read_trainer_state(run, last).get("precision")
+        if saved:
+            log.info("resuming in %s, the precision the run started with", saved["choice"])
+            return saved
+    if cfg.train.mixed_precision != "auto":
+        p = configured(cfg.train.mixed_precision, state.device)
+        return {"choice": p.label, **p.to_dict(), "how": "configured"}
+    record = measure_precision(cfg, data, state.device, state.process_index, cfg.train.max_steps - last)
+    if state.num_processes > 1:  # every process trains as the main one measured
+        box = [record]
+        broadcast_object_list(box, from_process=0)
+        record = box[0]
+    return record
+
+
+def measure_precision(cfg: RunConfig, data: torch.Tensor, device: torch.device, rank: int, remaining: int) -> dict:
+    """Time every candidate on ``device`` with this run's model and first images; keep the fastest."""
+    from training.loss import noised_batch
+    from training.precision_probe import probe, probe_batch
+
+    n = probe_batch(device, cfg.train.batch_size)
+    clean = data[torch.from_numpy(batch_indices(len(data), cfg.seed, 0, n, rank, 1))]
+    batch = noised_batch(clean, build_noise_scheduler(cfg.model), cfg.model.prediction_type, cfg.seed, 0, rank)
+    t0 = time.perf_counter()
+    timings = probe(lambda: build_unet(cfg.model, data.shape[-1]), batch, device)
+    seconds = time.perf_counter() - t0
+    p, reason = choose(timings, remaining)
+    log.info("precision: %s (%s); measured in %.1f s on %s, %d images a step:\n%s",
+             p.label, reason, seconds, device, n, describe(timings))
+    return {"choice": p.label, **p.to_dict(), "how": "measured", "reason": reason, "device": str(device),
+            "probe_batch": n, "probe_seconds": round(seconds, 2), "timings": [t.to_dict() for t in timings]}
+
+
+def build_accelerator(cfg: RunConfig, run: RunDir, precision: Precision):
+    """The ``Accelerator`` of a run: its precision, gradient accumulation and (optional) TensorBoard."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import ProjectConfiguration
+
+    tc = cfg.train
+    if AcceleratorState._shared_state.get("_mixed_precision", precision.mixed_precision) != precision.mixed_precision:
+        # accelerate keeps one process-wide state and refuses a second precision; a later train() in the
+        # same process (tests, benchmarks) may measure another, so that state is reset (the process
+        # group, in PartialState, stays). What accelerate's own tests do between precisions.
+        AcceleratorState._reset_state()
+    return Accelerator(
+        mixed_precision=precision.mixed_precision,
+        gradient_accumulation_steps=tc.gradient_accumulation_steps,
+        log_with="tensorboard" if tc.tensorboard else None,
+        project_config=ProjectConfiguration(project_dir=str(run.model), logging_dir=str(run.model / "tensorboard")),
+    )
+
+
+def setup_accelerator(cfg: RunConfig, run: RunDir, resume: bool, data: torch.Tensor, accelerator=None):
+    """(accelerator, precision, precision record): a given accelerator as it is, else one built for the
+    precision :func:`choose_precision` picks."""
+    if accelerator is not None:
+        precision = Precision(accelerator.mixed_precision)
+        return accelerator, precision, {"choice": precision.label, **precision.to_dict(), "how": "given accelerator"}
+    record = choose_precision(cfg, run, resume, data)
+    precision = Precision.from_dict(record)
+    return build_accelerator(cfg, run, precision), precision, record
+
+
+def build_trainer(cfg: RunConfig, accelerator, data: torch.Tensor, precision: Precision | None = None) -> Trainer:
+    """Seeded U-Net, noise scheduler, EMA, AdamW and LR schedule, prepared by ``accelerator``.
+
+    ``precision`` adds the memory format and compiler; its mixed precision is the accelerator's.
+    """
     from diffusers import UNet2DModel
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
-    from tqdm.auto import tqdm
 
     tc = cfg.train
-    if is_trained(run, tc.max_steps):
-        log.info("model/ already trained to %d steps: skipping (delete %s to retrain)", tc.max_steps, run.model)
-        return TrainResult(tc.max_steps, True, None, None)
-    if tc.num_threads:
-        torch.set_num_threads(tc.num_threads)
-
-    if accelerator is None:
-        mixed = tc.mixed_precision
-        if mixed == "fp16" and not torch.cuda.is_available():
-            log.warning("fp16 needs a GPU; training in bf16 on the CPU instead")
-            mixed = "bf16"
-        accelerator = Accelerator(
-            mixed_precision=mixed,
-            gradient_accumulation_steps=tc.gradient_accumulation_steps,
-            log_with="tensorboard" if tc.tensorboard else None,
-            project_config=ProjectConfiguration(project_dir=str(run.model), logging_dir=str(run.model / "tensorboard")),
-        )
-    main = accelerator.is_main_process
-    rank, world = accelerator.process_index, accelerator.num_processes
-    seed = cfg.seed
-
-    data = load_train_pixels(run)
-    resolution = data.shape[-1]
-    if resolution != cfg.data.resolution:
-        raise ValueError(f"{run.pixels}: cached images are {resolution} px but data.resolution is {cfg.data.resolution}")
-
-    torch.manual_seed(seed)  # the initial weights depend on the seed only
-    unet = build_unet(cfg.model, resolution)
+    torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only
+    unet = build_unet(cfg.model, data.shape[-1])
+    precision = precision or Precision(accelerator.mixed_precision)
+    if precision.channels_last:
+        unet.to(memory_format=torch.channels_last)  # accelerate's save_state stores them contiguous
+    if precision.compile:
+        unet.compile()  # in place: state-dict keys stay those of a plain UNet2DModel
     noise_scheduler = build_noise_scheduler(cfg.model)
     ema = EMAModel(
         unet.parameters(), decay=tc.ema.decay, use_ema_warmup=tc.ema.use_warmup,
@@ -283,147 +232,156 @@ def train(
     # it) and saved by save_state through register_for_checkpointing.
     accelerator.register_for_checkpointing(lr_scheduler)
     ema.to(accelerator.device)
+    return Trainer(cfg, accelerator, unet, ema, optimizer, lr_scheduler, noise_scheduler, data, precision)
 
-    step = 0
-    resumed_from = None
+
+# -- resume ----------------------------------------------------------------------------------------
+
+def resume_or_restart(tr: Trainer, run: RunDir, resume: bool) -> None:
+    """Load the newest checkpoint (``resume``) or delete model/'s earlier outputs; prepare model/."""
     if resume and list_checkpoints(run):
-        step = list_checkpoints(run)[-1]
-        folder = run.checkpoint(step)
-        accelerator.load_state(str(folder))
-        restore_ema(ema, folder)
-        ema.to(accelerator.device)
-        resumed_from = step
+        tr.step = list_checkpoints(run)[-1]
+        folder = run.checkpoint(tr.step)
+        tr.accelerator.load_state(str(folder))
+        restore_ema(tr.ema, folder)
+        tr.ema.to(tr.accelerator.device)
+        tr.resumed_from = tr.step
         log.info("resuming from %s", folder)
-    elif not resume and main:
+    elif not resume and tr.main:
         for p in (run.checkpoints, run.grids, run.pipeline):
             shutil.rmtree(p, ignore_errors=True)
         for p in (run.loss_log, run.model / "train_summary.json"):
             p.unlink(missing_ok=True)
-    accelerator.wait_for_everyone()
-    if main:
-        run.model.mkdir(parents=True, exist_ok=True)
-        run.grids.mkdir(parents=True, exist_ok=True)
-        run.checkpoints.mkdir(parents=True, exist_ok=True)
-        truncate_loss_log(run.loss_log, step)
-        if tc.tensorboard:
-            accelerator.init_trackers("train")
+    tr.accelerator.wait_for_everyone()
+    if tr.main:
+        for p in (run.model, run.grids, run.checkpoints):
+            p.mkdir(parents=True, exist_ok=True)
+        truncate_loss_log(run.loss_log, tr.step)
+        if tr.cfg.train.tensorboard:
+            tr.accelerator.init_trackers("train")
         log.info("training %s parameters on %d images at %d px, %d process(es), %s",
-                 f"{count_parameters(unet):,}", len(data), resolution, world, accelerator.mixed_precision)
-    protected = {int(c[5:]) for c in cfg.sample.checkpoints if c.startswith("step-")}
+                 f"{count_parameters(tr.unet):,}", len(tr.data), tr.data.shape[-1], tr.world, tr.precision.label)
 
-    def save_checkpoint(at: int) -> None:
-        final = run.checkpoint(at)
-        tmp = run.checkpoints / f".tmp-step-{at}"
-        if main:
-            shutil.rmtree(tmp, ignore_errors=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp), safe_serialization=True)
-        if main:
-            save_ema_unet(ema, accelerator.unwrap_model(unet), tmp / "unet_ema")
-            atomic.write_json(tmp / "ema_state.json", ema_state(ema))
-            noise_scheduler.save_pretrained(tmp / "scheduler")
-            atomic.write_json(tmp / "trainer_state.json", {"step": at, "seed": seed, "world_size": world})
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            prune_checkpoints(run, tc.keep_checkpoints, protected)
-        accelerator.wait_for_everyone()
 
-    log_fh = None
-    writer = None
-    if main:
-        new_file = not run.loss_log.is_file()
-        log_fh = open(run.loss_log, "a", newline="", encoding="utf-8")
-        writer = csv.DictWriter(log_fh, fieldnames=LOSS_COLUMNS)
-        if new_file:
-            writer.writeheader()
+# -- one step --------------------------------------------------------------------------------------
 
+def train_step(tr: Trainer) -> tuple[float, float]:
+    """One optimizer step (``gradient_accumulation_steps`` micro-batches), then the LR schedule and EMA.
+
+    Returns (loss averaged over micro-batches and processes, the learning rate the step used).
+    """
+    tc, acc = tr.cfg.train, tr.accelerator
     ga = tc.gradient_accumulation_steps
-    bsz = tc.batch_size
-    bar = tqdm(total=tc.max_steps, initial=step, desc="training", unit="step", disable=not (progress and main))
-    t_last = time.perf_counter()
-    rate = None
-    unet.train()
-    try:
-        while step < tc.max_steps:
-            losses = []
-            for k in range(ga):
-                micro = step * ga + k
-                rows = batch_indices(len(data), seed, micro, bsz, rank, world)
-                clean = data[torch.from_numpy(rows)].to(accelerator.device)
-                gen = torch.Generator("cpu").manual_seed(_stream_seed(seed, 2, micro, rank))
-                noise = torch.randn(clean.shape, generator=gen).to(accelerator.device)
-                t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bsz,), generator=gen).to(accelerator.device)
-                noisy = noise_scheduler.add_noise(clean, noise, t)
-                if cfg.model.prediction_type == "epsilon":
-                    target = noise
-                elif cfg.model.prediction_type == "v_prediction":
-                    target = noise_scheduler.get_velocity(clean, noise, t)
-                else:
-                    target = clean
-                with accelerator.accumulate(unet):
-                    with accelerator.autocast():
-                        pred = unet(noisy, t).sample
-                    loss = F.mse_loss(pred.float(), target.float())
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(unet.parameters(), tc.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.detach())
-            lr = lr_scheduler.get_last_lr()[0]
-            lr_scheduler.step()
-            ema.step(accelerator.unwrap_model(unet).parameters())
-            step += 1
-            mean_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()
-            now = time.perf_counter()
-            rate = bsz * ga * world / max(now - t_last, 1e-9)
-            t_last = now
-            if main:
-                writer.writerow(dict(step=step, loss=f"{mean_loss:.6f}", lr=f"{lr:.6g}",
-                                     ema_decay=f"{ema.cur_decay_value or 0.0:.6f}", images_per_s=f"{rate:.2f}"))
-                log_fh.flush()
-                if tc.tensorboard:
-                    accelerator.log({"loss": mean_loss, "lr": lr}, step=step)
-                bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.1f}")
-            bar.update(1)
-            if on_step is not None:
-                on_step(step, mean_loss)
-            if step % tc.checkpoint_every == 0 or step == tc.max_steps:
-                if main:
-                    log_fh.flush()
-                save_checkpoint(step)
-            if main and (step % tc.sample_every == 0 or step == tc.max_steps):
-                write_grid(ema, accelerator.unwrap_model(unet), noise_scheduler, run.grids / f"step-{step}.png",
-                           tc.grid_images, tc.grid_steps, seed)
-            if stop_after is not None and step >= stop_after:
-                raise TrainingInterrupted(f"stopped after step {step} (test hook)")
-    finally:
-        bar.close()
-        if log_fh is not None:
-            log_fh.close()
+    losses = []
+    for k in range(ga):
+        micro = tr.step * ga + k
+        rows = batch_indices(len(tr.data), tr.cfg.seed, micro, tc.batch_size, tr.rank, tr.world)
+        clean = tr.data[torch.from_numpy(rows)].to(acc.device)
+        batch = noised_batch(clean, tr.noise_scheduler, tr.cfg.model.prediction_type, tr.cfg.seed, micro, tr.rank)
+        with acc.accumulate(tr.unet):
+            with acc.autocast():
+                pred = tr.unet(batch.noisy, batch.timesteps).sample
+            loss = denoising_loss(pred, batch.target)
+            acc.backward(loss)
+            if acc.sync_gradients:
+                acc.clip_grad_norm_(tr.unet.parameters(), tc.max_grad_norm)
+            tr.optimizer.step()
+            tr.optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.detach())
+    lr = tr.lr_scheduler.get_last_lr()[0]
+    tr.lr_scheduler.step()
+    tr.ema.step(tr.raw_unet.parameters())
+    tr.step += 1
+    return acc.reduce(torch.stack(losses).mean(), reduction="mean").item(), lr
 
-    if main:
-        export_pipeline(ema, accelerator.unwrap_model(unet), noise_scheduler, run.pipeline)
+
+# -- after a step: checkpoint and grid -------------------------------------------------------------
+
+def trainer_state(tr: Trainer, precision_record: dict) -> dict:
+    """What ``trainer_state.json`` records about the run at its current step (and how it computes)."""
+    return {"step": tr.step, "seed": tr.cfg.seed, "world_size": tr.world, "precision": precision_record}
+
+
+def after_step(tr: Trainer, run: RunDir, protected: set[int], precision_record: dict) -> None:
+    """Write the checkpoint and the grid that are due after the current step."""
+    tc = tr.cfg.train
+    last = tr.step == tc.max_steps
+    if tr.step % tc.checkpoint_every == 0 or last:
+        save_checkpoint(run, tr.accelerator, tr.ema, tr.raw_unet, tr.noise_scheduler,
+                        trainer_state(tr, precision_record), tc.keep_checkpoints, protected)
+    if tr.main and (tr.step % tc.sample_every == 0 or last):
+        write_grid(tr.ema, tr.raw_unet, tr.noise_scheduler, run.grids / f"step-{tr.step}.png",
+                   tc.grid_images, tc.grid_steps, tr.cfg.seed)
+
+
+def finish(tr: Trainer, run: RunDir, summary: dict) -> None:
+    """Export the EMA pipeline and write ``train_summary.json`` (last: it marks the run finished)."""
+    if tr.main:
+        export_pipeline(tr.ema, tr.raw_unet, tr.noise_scheduler, run.pipeline)
         atomic.write_json(run.model / "train_summary.json", {
-            "step": step, "parameters": count_parameters(accelerator.unwrap_model(unet)),
-            "resolution": resolution, "train_images": len(data), "processes": world,
-            "mixed_precision": accelerator.mixed_precision, "resumed_from": resumed_from,
+            "step": tr.step, "parameters": count_parameters(tr.raw_unet),
+            "resolution": tr.data.shape[-1], "train_images": len(tr.data), "processes": tr.world,
+            "mixed_precision": tr.accelerator.mixed_precision, "resumed_from": tr.resumed_from, **summary,
         })
         log.info("wrote %s", run.pipeline)
-    if tc.tensorboard:
-        accelerator.end_training()
-    accelerator.wait_for_everyone()
-    return TrainResult(step, False, resumed_from, rate)
+    if tr.cfg.train.tensorboard:
+        tr.accelerator.end_training()
+    tr.accelerator.wait_for_everyone()
 
 
-def export_pipeline(ema, unet_template, noise_scheduler, folder: Path) -> None:
-    """Write the EMA ``DDPMPipeline`` (safetensors) to ``folder`` atomically (temp folder, then rename)."""
-    from diffusers import DDPMPipeline, UNet2DModel
+# -- the run ---------------------------------------------------------------------------------------
 
-    model = UNet2DModel.from_config(unet_template.config)
-    ema.copy_to(model.parameters())
-    tmp = folder.parent / f".tmp-{folder.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    DDPMPipeline(unet=model, scheduler=noise_scheduler).save_pretrained(tmp, safe_serialization=True)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+def train(
+    cfg: RunConfig,
+    run: RunDir,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after: int | None = None,
+    accelerator=None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train (or resume, or skip) the run's DDPM; see the module docstring for what is written.
+
+    ``stop_after`` (tests): raise :class:`TrainingInterrupted` after that optimizer step, as if killed.
+    ``on_step(step, loss)`` is called after every optimizer step, before its checkpoint and grid.
+    """
+    from tqdm.auto import tqdm
+
+    tc = cfg.train
+    if is_trained(run, tc.max_steps):
+        log.info("model/ already trained to %d steps: skipping (delete %s to retrain)", tc.max_steps, run.model)
+        return TrainResult(tc.max_steps, True, None, None)
+    if tc.num_threads:
+        torch.set_num_threads(tc.num_threads)
+    data = load_train_pixels(run)
+    if data.shape[-1] != cfg.data.resolution:
+        raise ValueError(f"{run.pixels}: cached images are {data.shape[-1]} px "
+                         f"but data.resolution is {cfg.data.resolution}")
+    accelerator, precision, record = setup_accelerator(cfg, run, resume, data, accelerator)
+    tr = build_trainer(cfg, accelerator, data, precision)
+    resume_or_restart(tr, run, resume)
+    protected = {int(c[5:]) for c in cfg.sample.checkpoints if c.startswith("step-")}
+
+    images_per_step = tc.batch_size * tc.gradient_accumulation_steps * tr.world
+    rate = None
+    tr.unet.train()
+    with LossLog(run.loss_log, enabled=tr.main) as loss_log, \
+            tqdm(total=tc.max_steps, initial=tr.step, desc="training", unit="step",
+                 disable=not (progress and tr.main)) as bar:
+        t_last = time.perf_counter()
+        while tr.step < tc.max_steps:
+            loss, lr = train_step(tr)
+            now = time.perf_counter()
+            rate, t_last = images_per_step / max(now - t_last, 1e-9), now
+            loss_log.write(tr.step, loss, lr, tr.ema.cur_decay_value or 0.0, rate)
+            if tr.main and tc.tensorboard:
+                tr.accelerator.log({"loss": loss, "lr": lr}, step=tr.step)
+            bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.1f}")
+            bar.update(1)
+            if on_step is not None:
+                on_step(tr.step, loss)
+            after_step(tr, run, protected, record)
+            if stop_after is not None and tr.step >= stop_after:
+                raise TrainingInterrupted(f"stopped after step {tr.step} (test hook)")
+    finish(tr, run, {"precision": record})
+    return TrainResult(tr.step, False, tr.resumed_from, rate)

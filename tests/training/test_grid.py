@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from training.train import grid_image
+from training.grids import grid_image
 
 
 def test_grid_enlarges_small_tiles_by_whole_pixels():

@@ -33,6 +33,9 @@ TINY = {
     "train.grid_images": 4,
     "train.grid_steps": 2,
     "sample.checkpoints": ["final"],
+    # explicit, so the two runs compared below cannot pick different precisions (auto is tested in
+    # test_train_precision.py)
+    "train.mixed_precision": "bf16",
 }
 
 
@@ -64,7 +67,8 @@ def trained(tmp_path_factory):
 
 
 def test_killed_run_resumes_where_it_stopped(tmp_path, trained):
-    from training.train import TrainingInterrupted, list_checkpoints, train
+    from training.checkpoints import list_checkpoints
+    from training.train import TrainingInterrupted, train
 
     root = tmp_path / "run"
     run = make_fake_run(root, size=32, with_model=False)
@@ -139,7 +143,7 @@ def test_ema_tracks_the_model_with_warmup(trained):
     from safetensors.torch import load_file
 
     from training.model import build_unet
-    from training.train import load_train_pixels
+    from training.train_data import load_train_pixels
 
     cfg = tiny_cfg(trained.root)
     clean = load_train_pixels(trained)[:16]
@@ -163,7 +167,7 @@ def test_ema_tracks_the_model_with_warmup(trained):
 
 
 def test_batches_are_a_pure_function_of_step():
-    from training.train import batch_indices
+    from training.train_data import batch_indices
 
     n = 10
     epoch = np.concatenate([batch_indices(n, 7, s, 5) for s in range(2)])

@@ -1,0 +1,64 @@
+"""The training data stream of `cspine train`: the pixel cache's train split and which rows each step sees.
+
+Reads ``data/index.parquet`` (train split only) and ``data/pixels.npy`` written by `cspine prepare`; never
+decodes an image file. Which images a micro-batch holds is a pure function of (seed, micro-step, rank,
+world) (:func:`batch_indices`), so a resumed run and an uninterrupted one see the same batches, and
+several processes together see every image once per epoch.
+
+Horizontal flips are NOT used: a lateral radiograph has a facing direction (the anterior side), and
+flipping would teach the model mirror-image anatomy that no real film shows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cspine.rundir import RunDir
+
+
+def load_train_pixels(run: RunDir) -> torch.Tensor:
+    """The train split of the pixel cache as float32 [N, 1, R, R] in [-1, 1] (rows in index order)."""
+    index_path = run.require(run.index, "prepare")
+    run.require(run.pixels, "prepare")
+    try:
+        index = pd.read_parquet(index_path, columns=["split", "cache_row"])
+    except Exception as err:  # noqa: BLE001 - name the file in the error
+        raise ValueError(f"{index_path}: cannot read the data index ({err})") from None
+    rows = index.loc[index["split"] == "train", "cache_row"].to_numpy(dtype=np.int64)
+    if len(rows) == 0:
+        raise ValueError(f"{index_path}: no rows with split == 'train'; nothing to train on")
+    pixels = np.load(run.pixels, mmap_mode="r")
+    if pixels.ndim != 3 or pixels.shape[1] != pixels.shape[2]:
+        raise ValueError(f"{run.pixels}: expected a [N, R, R] array, got shape {pixels.shape}")
+    if rows.max() >= pixels.shape[0] or rows.min() < 0:
+        raise ValueError(f"{index_path}: cache_row out of range for {run.pixels} with {pixels.shape[0]} rows")
+    if pixels.dtype != np.uint16:
+        raise ValueError(f"{run.pixels}: expected uint16 pixels, got {pixels.dtype}")
+    arr = np.asarray(pixels[np.sort(rows)], dtype=np.float32)
+    return torch.from_numpy(arr / 32767.5 - 1.0).unsqueeze(1)
+
+
+def stream_seed(seed: int, *parts: int) -> int:
+    """A 63-bit seed for the stream named by ``parts`` (1: epoch permutations, 2: a micro-batch's noise)."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *map(int, parts)]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def batch_indices(n: int, seed: int, micro_step: int, batch_size: int, rank: int = 0, world: int = 1) -> np.ndarray:
+    """Rows of micro-batch ``micro_step`` for process ``rank``: a pure function of its arguments.
+
+    The global stream is a concatenation of per-epoch permutations (seeded by (seed, epoch)); each
+    micro-step takes ``batch_size * world`` consecutive positions and process ``rank`` its slice, so
+    every image is seen once per epoch across all processes.
+    """
+    per_step = batch_size * world
+    start = micro_step * per_step + rank * batch_size
+    positions = np.arange(start, start + batch_size)
+    out = np.empty(batch_size, dtype=np.int64)
+    for epoch in np.unique(positions // n):
+        perm = np.random.default_rng(stream_seed(seed, 1, int(epoch))).permutation(n)
+        mask = positions // n == epoch
+        out[mask] = perm[positions[mask] % n]
+    return out

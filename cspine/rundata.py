@@ -23,8 +23,8 @@ import pandas as pd
 from cspine import provenance as prov
 from cspine.errors import StageError
 from cspine.hashing import sha256_file
-from cspine.images import read_gray
-from cspine.rundir import INDEX_COLUMNS, SAMPLES_COLUMNS, RunDir
+from cspine.images import read_gray, resize_gray16
+from cspine.rundir import INDEX_COLUMNS, SAMPLES_COLUMNS, MissingInput, RunDir
 
 _memo: dict[tuple, str] = {}
 
@@ -119,13 +119,19 @@ class RunDataError(StageError):
     """A run file is missing or malformed; the message names the file and the stage that makes it (exit 2)."""
 
 
+class MissingRunData(RunDataError, MissingInput):
+    """A run file that is not there yet (also a FileNotFoundError, as cspine.rundir.MissingInput)."""
+
+
 @dataclass
 class Images:
-    """Gray images as uint16 ``[n, R, R]`` with their ids (and, for samples, their files under samples/)."""
+    """Gray images as uint16 ``[n, R, R]`` with their ids (and, for samples, their files under samples/).
+    ``resized`` counts the samples :func:`sample_images` brought to the size it was asked for."""
 
     ids: list[str]
     pixels: np.ndarray
     files: list[str] | None = None
+    resized: int = 0
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -133,7 +139,7 @@ class Images:
 
 def _table(path: Path, columns: tuple[str, ...], stage: str) -> pd.DataFrame:
     if not path.is_file():
-        raise RunDataError(f"{path} not found: run `cspine {stage}` first")
+        raise MissingRunData(f"{path} not found: run `cspine {stage}` first")
     try:
         df = pd.read_parquet(path)
     except Exception as err:  # noqa: BLE001 - whatever pyarrow raises, the file is unreadable
@@ -157,7 +163,7 @@ def real_images(run: RunDir, split: str, index: pd.DataFrame | None = None) -> I
     """The real images of ``split`` from the pixel cache, in cache-row order (one sorted, mmap-friendly read)."""
     index = real_index(run) if index is None else index
     if not run.pixels.is_file():
-        raise RunDataError(f"{run.pixels} not found: run `cspine prepare` first")
+        raise MissingRunData(f"{run.pixels} not found: run `cspine prepare` first")
     try:
         pixels = np.load(run.pixels, mmap_mode="r")
     except Exception as err:  # noqa: BLE001
@@ -182,24 +188,38 @@ def samples_table(run: RunDir, checkpoint: str | None = None) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def sample_images(run: RunDir, table: pd.DataFrame | None = None, progress: bool = False) -> Images:
-    """The synthetic images listed in ``table`` (default: all of samples.parquet) as uint16 (8-bit PNGs
-    widened by 257, so 255 -> 65535); all must have one size."""
+def read_sample(run: RunDir, file: str) -> np.ndarray:
+    """One synthetic image, ``file`` relative to samples/, as uint16 (8-bit PNGs widened by 257, so
+    255 -> 65535)."""
+    path = run.samples / file
+    try:
+        a = read_gray(path)
+    except FileNotFoundError:
+        raise MissingRunData(f"{path} (listed in {run.samples_table}) not found") from None
+    except Exception as err:  # noqa: BLE001 - a broken file is bad input, whatever PIL raises
+        raise RunDataError(f"{path} is not a readable image: {err}") from None
+    return a.astype(np.uint16) * 257 if a.dtype == np.uint8 else a.astype(np.uint16)
+
+
+def sample_images(run: RunDir, table: pd.DataFrame | None = None, progress: bool = False,
+                  size: int | None = None) -> Images:
+    """The synthetic images listed in ``table`` (default: all of samples.parquet) as uint16 (:func:`read_sample`).
+
+    Without ``size`` all must have one size. With it, an image of another size is resized to ``size`` x
+    ``size`` (bicubic, in float: cspine.images.resize_gray16) and counted in ``Images.resized``, for a
+    caller that compares them with images of that size (the audit)."""
     from tqdm.auto import tqdm
 
     table = samples_table(run) if table is None else table
-    images = []
+    images, resized = [], 0
     for rel in tqdm(table["file"].tolist(), desc="read samples", unit="img", leave=False, disable=not progress):
-        path = run.samples / rel
-        try:
-            a = read_gray(path)
-        except FileNotFoundError:
-            raise RunDataError(f"{path} (listed in {run.samples_table}) not found") from None
-        except Exception as err:  # noqa: BLE001 - a broken file is bad input, whatever PIL raises
-            raise RunDataError(f"{path} is not a readable image: {err}") from None
-        images.append(a.astype(np.uint16) * 257 if a.dtype == np.uint8 else a.astype(np.uint16))
+        a = read_sample(run, rel)
+        if size is not None and a.shape != (size, size):
+            a = resize_gray16(a, size)
+            resized += 1
+        images.append(a)
     shapes = sorted({a.shape for a in images})
     if len(shapes) > 1:
         raise RunDataError(f"{run.samples}: synthetic images have different sizes {shapes}")
-    pixels = np.stack(images) if images else np.zeros((0, 1, 1), np.uint16)
-    return Images(table["image_id"].astype(str).tolist(), pixels, table["file"].astype(str).tolist())
+    pixels = np.stack(images) if images else np.zeros((0, size or 1, size or 1), np.uint16)
+    return Images(table["image_id"].astype(str).tolist(), pixels, table["file"].astype(str).tolist(), resized)

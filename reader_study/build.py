@@ -29,9 +29,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from cspine import atomic
+from cspine import atomic, rundata
 from cspine.config import RunConfig
-from cspine.images import read_gray
 from cspine.rundir import RunDir
 from reader_study import store
 from reader_study.assets import encode_png
@@ -70,17 +69,11 @@ def _natural_key(name: str) -> tuple:
 
 def load_inputs(cfg: RunConfig, run: RunDir) -> tuple[list[str], dict[str, list[str]], pd.DataFrame, pd.DataFrame]:
     """Held-out real ids, synthetic ids per group, and the index/samples tables; clear errors on bad input."""
-    index = pd.read_parquet(run.require(run.index, "prepare"))
-    for col in ("image_id", "split", "cache_row"):
-        if col not in index.columns:
-            raise ValueError(f"{run.index}: column {col!r} missing (see cspine.rundir.INDEX_COLUMNS)")
+    index = rundata.real_index(run)
     real_ids = index.loc[index["split"] == "holdout", "image_id"].astype(str).tolist()
     if not real_ids:
         raise ValueError(f"{run.index}: no rows with split == 'holdout'; the study needs held-out real images")
-    samples = pd.read_parquet(run.require(run.samples_table, "sample"))
-    for col in ("image_id", "file", "checkpoint"):
-        if col not in samples.columns:
-            raise ValueError(f"{run.samples_table}: column {col!r} missing (see cspine.rundir.SAMPLES_COLUMNS)")
+    samples = rundata.samples_table(run)
     excluded: set[str] = set()
     audit_summary = run.audit / "summary.json"
     if cfg.study.exclude_flagged and audit_summary.exists():
@@ -108,22 +101,16 @@ def fingerprint(cfg: RunConfig, real_ids: list[str], synthetic: dict[str, list[s
     return hashlib.sha256(json.dumps(design, sort_keys=True).encode()).hexdigest()
 
 
-def _image_loader(run: RunDir, index: pd.DataFrame, samples: pd.DataFrame):
-    pixels = np.load(run.require(run.pixels, "prepare"), mmap_mode="r")
-    rows = dict(zip(index["image_id"].astype(str), index["cache_row"].astype(int)))
+def _image_loader(run: RunDir, index: pd.DataFrame, samples: pd.DataFrame, real_ids: set[str]):
+    """``load(kind, image_id)``: the held-out real images ``real_ids`` are read at once (the pixel cache,
+    checked by cspine.rundata), each synthetic image when asked for (they may differ in size)."""
+    holdout = index[(index["split"] == "holdout") & index["image_id"].astype(str).isin(real_ids)]
+    real = rundata.real_images(run, "holdout", holdout)
+    pixels = dict(zip(real.ids, real.pixels))
     files = dict(zip(samples["image_id"].astype(str), samples["file"].astype(str)))
 
     def load(kind: str, image_id: str) -> np.ndarray:
-        if kind == REAL:
-            row = rows[image_id]
-            if not 0 <= row < pixels.shape[0]:
-                raise ValueError(f"{run.pixels}: cache_row {row} of {image_id} is outside 0..{pixels.shape[0] - 1}")
-            return np.asarray(pixels[row])
-        path = run.samples / files[image_id]
-        try:
-            return read_gray(path)
-        except Exception as err:  # noqa: BLE001 - name the file whatever Pillow raised
-            raise ValueError(f"{path}: cannot read synthetic image ({err})") from None
+        return pixels[image_id] if kind == REAL else rundata.read_sample(run, files[image_id])
 
     return load
 
@@ -206,8 +193,8 @@ def build_study(cfg: RunConfig, run: RunDir, force: bool = False) -> dict:
     for w in warnings:
         log.warning(w)
 
-    load = _image_loader(run, index, samples)
-    shapes = {REAL: {tuple(np.load(run.pixels, mmap_mode="r").shape[1:])}}
+    load = _image_loader(run, index, samples, {a.image_id for t in trials for a in t.alternatives if a.kind == REAL})
+    shapes: dict[str, set] = {}
     names = {(t.index, p): secrets.token_hex(12) for t in trials for p in range(len(t.alternatives))}
     paths.root.mkdir(parents=True, exist_ok=True)
     tmp_assets = paths.root / f".tmp-assets-{secrets.token_hex(4)}"
@@ -216,8 +203,7 @@ def build_study(cfg: RunConfig, run: RunDir, force: bool = False) -> dict:
         jobs = sorted(((names[(t.index, p)], a) for t in trials for p, a in enumerate(t.alternatives)), key=lambda j: j[0])
         for name, alt in tqdm(jobs, desc="study images", unit="img"):
             arr = load(alt.kind, alt.image_id)
-            if alt.kind != REAL:
-                shapes.setdefault("synthetic", set()).add(arr.shape)
+            shapes.setdefault(alt.kind, set()).add(arr.shape)
             (tmp_assets / f"{name}.png").write_bytes(encode_png(arr, s.image_size))
         if paths.assets.exists():
             shutil.rmtree(paths.assets)

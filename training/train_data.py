@@ -1,9 +1,10 @@
 """The training data stream of `cspine train`: the pixel cache's train split and which rows each step sees.
 
-Reads ``data/index.parquet`` (train split only) and ``data/pixels.npy`` written by `cspine prepare`; never
-decodes an image file. Which images a micro-batch holds is a pure function of (seed, micro-step, rank,
-world) (:func:`batch_indices`), so a resumed run and an uninterrupted one see the same batches, and
-several processes together see every image once per epoch.
+Reads the train split of ``data/index.parquet`` and ``data/pixels.npy`` written by `cspine prepare` through
+the run-data layer (cspine.rundata, which checks them); never decodes an image file. Which images a
+micro-batch holds is a pure function of (seed, micro-step, rank, world) (:func:`batch_indices`), so a
+resumed run and an uninterrupted one see the same batches, and several processes together see every image
+once per epoch.
 
 Horizontal flips are NOT used: a lateral radiograph has a facing direction (the anterior side), and
 flipping would teach the model mirror-image anatomy that no real film shows.
@@ -12,32 +13,18 @@ flipping would teach the model mirror-image anatomy that no real film shows.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import torch
 
+from cspine import rundata
 from cspine.rundir import RunDir
 
 
 def load_train_pixels(run: RunDir) -> torch.Tensor:
-    """The train split of the pixel cache as float32 [N, 1, R, R] in [-1, 1] (rows in index order)."""
-    index_path = run.require(run.index, "prepare")
-    run.require(run.pixels, "prepare")
-    try:
-        index = pd.read_parquet(index_path, columns=["split", "cache_row"])
-    except Exception as err:  # noqa: BLE001 - name the file in the error
-        raise ValueError(f"{index_path}: cannot read the data index ({err})") from None
-    rows = index.loc[index["split"] == "train", "cache_row"].to_numpy(dtype=np.int64)
-    if len(rows) == 0:
-        raise ValueError(f"{index_path}: no rows with split == 'train'; nothing to train on")
-    pixels = np.load(run.pixels, mmap_mode="r")
-    if pixels.ndim != 3 or pixels.shape[1] != pixels.shape[2]:
-        raise ValueError(f"{run.pixels}: expected a [N, R, R] array, got shape {pixels.shape}")
-    if rows.max() >= pixels.shape[0] or rows.min() < 0:
-        raise ValueError(f"{index_path}: cache_row out of range for {run.pixels} with {pixels.shape[0]} rows")
-    if pixels.dtype != np.uint16:
-        raise ValueError(f"{run.pixels}: expected uint16 pixels, got {pixels.dtype}")
-    arr = np.asarray(pixels[np.sort(rows)], dtype=np.float32)
-    return torch.from_numpy(arr / 32767.5 - 1.0).unsqueeze(1)
+    """The train split of the pixel cache as float32 [N, 1, R, R] in [-1, 1] (rows in cache-row order)."""
+    train = rundata.real_images(run, "train")
+    if len(train) == 0:
+        raise rundata.RunDataError(f"{run.index}: no rows with split == 'train'; nothing to train on")
+    return torch.from_numpy(train.pixels.astype(np.float32) / 32767.5 - 1.0).unsqueeze(1)
 
 
 def stream_seed(seed: int, *parts: int) -> int:

@@ -133,9 +133,10 @@ def test_clip_from_a_local_checkpoint_and_fallback(tmp_path):
 def test_bad_inputs_name_the_file(fake_run):
     samples = pd.read_parquet(fake_run.samples_table)
     (fake_run.samples / samples.file[0]).write_bytes(b"not a png")
+    from cspine.rundata import RunDataError
     from privacy.inputs import AuditInputError, load_inputs
 
-    with pytest.raises(AuditInputError, match=str(samples.file[0]).split("/")[-1]):
+    with pytest.raises(RunDataError, match=str(samples.file[0]).split("/")[-1] + " is not a readable image"):
         load_inputs(fake_run)
     index = pd.read_parquet(fake_run.index)
     index["split"] = "train"

@@ -30,14 +30,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     from cspine.feature_cache import FeatureCache
-    from evaluation.data import from_unit
+    from evaluation.data import image_set_from_unit
     from evaluation.features import set_features
     from evaluation.metrics import fid
     from tests.fakerun import blob_image
 
     rng = np.random.default_rng(0)
-    a = from_unit("a", np.stack([blob_image(rng, 64) for _ in range(args.n)]) / 65535.0)
-    b = from_unit("b", np.stack([blob_image(rng, 64) for _ in range(args.n)]) / 65535.0)
+    a = image_set_from_unit("a", np.stack([blob_image(rng, 64) for _ in range(args.n)]) / 65535.0)
+    b = image_set_from_unit("b", np.stack([blob_image(rng, 64) for _ in range(args.n)]) / 65535.0)
     with tempfile.TemporaryDirectory() as tmp:
         cache = FeatureCache(tmp)
         fa, cold = _t(lambda: set_features(a, cache, progress=False))

@@ -35,12 +35,13 @@ import fcntl
 import hashlib
 import os
 import re
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
+
+from cspine import atomic
 
 DEFAULT_ROOT = Path("runs/.cache/features")
 ENV_VAR = "CSPINE_CACHE"
@@ -52,12 +53,6 @@ def image_key(arr: np.ndarray) -> str:
     h = hashlib.sha256(f"{a.dtype.str}|{a.shape}|".encode())
     h.update(memoryview(a).cast("B"))
     return h.hexdigest()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def default_root() -> Path:
@@ -115,17 +110,11 @@ class FeatureCache:
         rec["key"] = keys
         rec["feat"] = feats
         final = d / f"chunk-{uuid.uuid4().hex}.npy"
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-chunk-", suffix=".npy", dir=d)
-        os.fchmod(fd, 0o666 & ~_umask())  # as a plain open() would: the cache is shared across runs
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, rec)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        # atomic_path gives the file the mode a plain open() would: the cache is shared across runs
+        with atomic.atomic_path(final) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, rec)
+            fh.flush()
+            os.fsync(fh.fileno())
         return final
 
     def load(self, method_id: str) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,8 @@ from cspine import atomic
 
 
 def to_unit(arr: np.ndarray) -> np.ndarray:
-    """uint8/uint16 (or float already in [0, 1]) to float32 in [0, 1]."""
+    """uint8/uint16 (or float already in [0, 1]) images of any shape to float32 in [0, 1]."""
+    arr = np.asarray(arr)
     if arr.dtype == np.uint16:
         return arr.astype(np.float32) / 65535.0
     if arr.dtype == np.uint8:
@@ -34,12 +35,17 @@ def from_unit(arr: np.ndarray, bit_depth: int = 16) -> np.ndarray:
     return np.rint(np.clip(arr, 0.0, 1.0) * top).astype(dtype)
 
 
-def png_bytes(arr: np.ndarray) -> bytes:
-    """Encode a 2-D uint8 or uint16 array as PNG bytes (no metadata chunks)."""
+def png_bytes(arr: np.ndarray, *, compress_level: int | None = None, optimize: bool = False) -> bytes:
+    """Encode a 2-D uint8 or uint16 array as a grayscale PNG (no metadata chunks): the one PNG encoder.
+
+    ``compress_level``: zlib level 0-9 (None: Pillow's default, what samples/ and the grids use; 0: stored,
+    so the file size says nothing about the image, as the reader study needs). ``optimize``: Pillow's
+    search for the smallest file (the audit report's inline images)."""
     if arr.ndim != 2 or arr.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"expected a 2-D uint8/uint16 array, got {arr.dtype} {arr.shape}")
+    opts = {} if compress_level is None else {"compress_level": compress_level}
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
+    Image.fromarray(arr).save(buf, format="PNG", optimize=optimize, **opts)
     return buf.getvalue()
 
 

@@ -21,8 +21,8 @@ import numpy as np
 
 from cspine import atomic
 from cspine import provenance, rundata
-from cspine.rundir import RunDir
-from evaluation.data import from_unit
+from cspine.rundir import RunDir, checkpoint_step
+from evaluation.data import image_set_from_unit
 from evaluation.features import set_features
 from evaluation.metrics import frechet_distance_lowrank, kid
 
@@ -31,14 +31,11 @@ from evaluation.metrics import frechet_distance_lowrank, kid
 KEY_VERSION = "v2-halfsubset-kid"
 
 
-def list_checkpoints(run: RunDir) -> list[str]:
-    """Saved checkpoints that can be sampled, by step, then "final" when model/pipeline exists."""
-    out = []
-    if run.checkpoints.is_dir():
-        steps = sorted(int(p.name[5:]) for p in run.checkpoints.glob("step-*")
-                       if p.name[5:].isdigit() and (p / "unet_ema" / "config.json").is_file())
-        out = [f"step-{s}" for s in steps]
-    if (run.pipeline / "unet" / "config.json").is_file():
+def checkpoint_names(run: RunDir) -> list[str]:
+    """Names of the saved checkpoints that can be sampled ("step-N" by step, then "final" when
+    model/pipeline has its U-Net)."""
+    out = [f"step-{s}" for s in run.checkpoint_steps(complete_marker="unet_ema/config.json")]
+    if (run.unet_folder("final") / "config.json").is_file():
         out.append("final")
     return out
 
@@ -60,7 +57,7 @@ def _load_points(path: Path) -> dict:
 def score_generated(images01: np.ndarray, name: str, ref_feats: np.ndarray, kid_subset: int, kid_subsets: int,
                     seed: int, batch_size: int, progress: bool) -> dict:
     """KID and FID of freshly generated images [n, R, R] in [0, 1] against reference features."""
-    fake = from_unit(name, images01)
+    fake = image_set_from_unit(name, images01)
     feats = set_features(fake, batch_size=batch_size, progress=progress)
     # subsets of at most half of each set, so that the std across subsets reflects sampling noise (a subset
     # as large as the set would repeat the same images and report a spread of zero); conservative at n
@@ -79,7 +76,7 @@ def checkpoint_curve(run: RunDir, ref_feats: np.ndarray, *, num_images: int, sch
     path = run.eval / "checkpoint_curve.json"
     done = _load_points(path)
     rows = []
-    for ckpt in list_checkpoints(run):
+    for ckpt in checkpoint_names(run):
         key = json.dumps([KEY_VERSION, ckpt, _weights_stamp(run, ckpt), num_images, scheduler, steps, seed, len(ref_feats)])
         if key in done:
             rows.append(done[key])
@@ -101,8 +98,8 @@ def checkpoint_curve(run: RunDir, ref_feats: np.ndarray, *, num_images: int, sch
 
 
 def _step_of(run: RunDir, ckpt: str) -> int:
-    if ckpt.startswith("step-"):
-        return int(ckpt[5:])
+    if (step := checkpoint_step(ckpt)) is not None:
+        return step
     # "final": the last logged training step, else one past the newest checkpoint
     if run.loss_log.is_file():
         import pandas as pd
@@ -113,8 +110,7 @@ def _step_of(run: RunDir, ckpt: str) -> int:
                 return int(steps.max())
         except (KeyError, ValueError, pd.errors.ParserError):
             pass
-    cks = [int(p.name[5:]) for p in run.checkpoints.glob("step-*") if p.name[5:].isdigit()] if run.checkpoints.is_dir() else []
-    return max(cks, default=0) + 1
+    return max(run.checkpoint_steps(), default=0) + 1
 
 
 def sampler_curve(run: RunDir, ref_feats: np.ndarray, *, points: list[tuple[str, int]], checkpoint: str,

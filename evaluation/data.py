@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cspine import rundata
+from cspine.images import from_unit, to_unit
 from cspine.rundir import RunDir
 
 
@@ -30,7 +31,7 @@ class ImageSet:
 
     def unit(self) -> np.ndarray:
         """float32 in [0, 1]."""
-        return self.pixels.astype(np.float32) / 65535.0
+        return to_unit(self.pixels)
 
 
 def _subsample(n: int, cap: int, seed: int) -> np.ndarray:
@@ -58,7 +59,7 @@ def load_samples(run: RunDir, cap: int, seed: int = 0, checkpoint: str | None = 
     return ImageSet("synthetic", synth.ids, synth.pixels)
 
 
-def from_unit(name: str, images: np.ndarray, ids: list[str] | None = None) -> ImageSet:
+def image_set_from_unit(name: str, images: np.ndarray, ids: list[str] | None = None) -> ImageSet:
     """An ImageSet from float [0, 1] images (e.g. freshly generated), quantised to 16 bits as samples/ stores them."""
-    arr = np.rint(np.clip(images, 0.0, 1.0) * 65535.0).astype(np.uint16)
+    arr = from_unit(images, 16)
     return ImageSet(name, ids if ids is not None else [f"{name}-{i:06d}" for i in range(len(arr))], arr)

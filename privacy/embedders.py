@@ -34,6 +34,7 @@ from typing import Literal
 import numpy as np
 
 from cspine.hashing import sha256_file
+from cspine.images import to_unit
 
 log = logging.getLogger("cspine.audit")
 
@@ -60,16 +61,6 @@ class DistanceScale:
 COSINE = DistanceScale("1 - cosine similarity", "cos")
 PEARSON = DistanceScale("1 - Pearson correlation", "r")
 HAMMING_BITS = DistanceScale("Hamming bits")
-
-
-def to_unit_batch(images: np.ndarray) -> np.ndarray:
-    """uint8/uint16/float images to float32 in [0, 1]."""
-    a = np.asarray(images)
-    if a.dtype == np.uint16:
-        return a.astype(np.float32) / 65535.0
-    if a.dtype == np.uint8:
-        return a.astype(np.float32) / 255.0
-    return np.clip(a.astype(np.float32), 0.0, 1.0)
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -201,12 +192,12 @@ class PixelEmbedder(Embedder):
     def compute(self, images: np.ndarray) -> np.ndarray:
         import torch
 
-        return self._vectors(torch.from_numpy(to_unit_batch(images))[:, None], (0.0, 0.0, 0.0))
+        return self._vectors(torch.from_numpy(to_unit(images))[:, None], (0.0, 0.0, 0.0))
 
     def compute_base(self, images: np.ndarray) -> np.ndarray:
         import torch
 
-        x = torch.from_numpy(to_unit_batch(images))[:, None]
+        x = torch.from_numpy(to_unit(images))[:, None]
         return np.concatenate([self._vectors(x, c) for c in crop_grid(self.align_steps)], axis=1)
 
 
@@ -252,7 +243,7 @@ class HashEmbedder(Embedder):
         return f"{self.kind} ({self.hash_size * self.hash_size} bits, imagehash), Hamming distance"
 
     def compute(self, images: np.ndarray) -> np.ndarray:
-        imgs8 = np.rint(to_unit_batch(images) * 255.0).astype(np.uint8)
+        imgs8 = np.rint(to_unit(images) * 255.0).astype(np.uint8)
         if self.workers <= 1 or len(imgs8) < self.parallel_min:
             return _hash_chunk((self.kind, imgs8, self.hash_size))
         if self._pool is None:
@@ -287,7 +278,7 @@ class InceptionEmbedder(Embedder):
     def compute(self, images: np.ndarray) -> np.ndarray:
         from cspine.inception import inception_features
 
-        return inception_features(to_unit_batch(images), batch_size=self.batch_size)
+        return inception_features(to_unit(images), batch_size=self.batch_size)
 
 
 # -- CLIP ------------------------------------------------------------------------------------------
@@ -383,7 +374,7 @@ class ClipEmbedder(Embedder):
 
         mean = torch.tensor(cfg.get("mean", OPENAI_DATASET_MEAN)).view(1, 3, 1, 1)
         std = torch.tensor(cfg.get("std", OPENAI_DATASET_STD)).view(1, 3, 1, 1)
-        x = torch.from_numpy(to_unit_batch(images))[:, None].expand(-1, 3, -1, -1)
+        x = torch.from_numpy(to_unit(images))[:, None].expand(-1, 3, -1, -1)
         x = torch.nn.functional.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
         x = (x.clamp(0, 1) - mean) / std
         with torch.no_grad():

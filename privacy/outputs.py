@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from cspine import atomic
+from cspine.images import png_bytes, to_unit
 from cspine.rundir import RunDir
 from privacy.audit import AuditResult, MethodResult
 from privacy.inputs import AuditInputs
@@ -95,15 +95,13 @@ def plot_dcr(result: AuditResult, path: Path) -> None:
 
 # -- report.html -----------------------------------------------------------------------------------
 def png_uri(a: np.ndarray, size: int = 176) -> str:
+    """An image (uint8/uint16) as an inline 8-bit PNG, upscaled (Lanczos) to ``size`` when smaller."""
     from PIL import Image
 
-    a8 = np.rint(np.clip(a.astype(np.float32) / (65535.0 if a.dtype == np.uint16 else 255.0), 0, 1) * 255)
-    im = Image.fromarray(a8.astype(np.uint8), mode="L")
+    im = Image.fromarray(np.rint(to_unit(a) * 255).astype(np.uint8), mode="L")
     if im.size[0] < size:
         im = im.resize((size, size), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    im.save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return "data:image/png;base64," + base64.b64encode(png_bytes(np.asarray(im), optimize=True)).decode()
 
 
 def file_uri(path: Path) -> str:

@@ -11,14 +11,13 @@ differs between the 16-bit cache and the model's output).
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 
 import numpy as np
 from PIL import Image
 
-from cspine.images import to_unit
+from cspine.images import png_bytes, to_unit
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -36,10 +35,7 @@ def resize_unit(arr: np.ndarray, size: int) -> np.ndarray:
 
 def encode_png(arr: np.ndarray, size: int) -> bytes:
     """The served file of one image: resized, 8-bit, grayscale PNG, uncompressed, no metadata chunks."""
-    pixels = np.rint(resize_unit(arr, size) * 255.0).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buf, format="PNG", compress_level=0, optimize=False)
-    return buf.getvalue()
+    return png_bytes(np.rint(resize_unit(arr, size) * 255.0).astype(np.uint8), compress_level=0)
 
 
 def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from cspine import atomic, rundata
 from cspine.config import RunConfig
-from cspine.rundir import RunDir
+from cspine.rundir import RunDir, checkpoint_step
 from reader_study import store
 from reader_study.assets import encode_png
 from reader_study.design import REAL, DesignError, Trial, make_trials, rater_order
@@ -62,12 +62,11 @@ class StudyPaths:
 
 def _natural_key(name: str) -> tuple:
     """step-100 < step-1000 < final: order checkpoints by training progress."""
-    if name.startswith("step-") and name[5:].isdigit():
-        return (0, int(name[5:]), name)
-    return (1, 0, name)
+    step = checkpoint_step(name)
+    return (1, 0, name) if step is None else (0, step, name)
 
 
-def load_inputs(cfg: RunConfig, run: RunDir) -> tuple[list[str], dict[str, list[str]], pd.DataFrame, pd.DataFrame]:
+def study_inputs(cfg: RunConfig, run: RunDir) -> tuple[list[str], dict[str, list[str]], pd.DataFrame, pd.DataFrame]:
     """Held-out real ids, synthetic ids per group, and the index/samples tables; clear errors on bad input."""
     index = rundata.real_index(run)
     real_ids = index.loc[index["split"] == "holdout", "image_id"].astype(str).tolist()
@@ -170,7 +169,7 @@ def _has_answers(paths: StudyPaths) -> bool:
 def build_study(cfg: RunConfig, run: RunDir, force: bool = False) -> dict:
     """Build study/ for this run; returns study.json's content. Skips when the same study is built already."""
     paths = StudyPaths(run)
-    real_ids, synthetic, index, samples = load_inputs(cfg, run)
+    real_ids, synthetic, index, samples = study_inputs(cfg, run)
     fp = fingerprint(cfg, real_ids, synthetic)
     if paths.study_json.exists():
         current = json.loads(paths.study_json.read_text())

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from cspine.config import Strict
+from cspine.rundir import checkpoint_step
 
 
 class PhantomConfig(Strict):
@@ -143,7 +144,7 @@ class SampleConfig(Strict):
     @classmethod
     def _check_checkpoints(cls, v: list[str]) -> list[str]:
         for name in v:
-            if name != "final" and not (name.startswith("step-") and name[5:].isdigit()):
+            if name != "final" and checkpoint_step(name) is None:
                 raise ValueError(f'checkpoint {name!r} must be "final" or "step-N"')
         if len(set(v)) != len(v):
             raise ValueError(f"checkpoints listed twice: {v}")

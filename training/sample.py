@@ -44,7 +44,7 @@ def image_id(checkpoint: str, i: int) -> str:
     return f"{checkpoint}-{i:06d}"
 
 
-def plan_shards(checkpoints: list[str], num_images: int, shard_size: int) -> list[Shard]:
+def plan_sample_shards(checkpoints: list[str], num_images: int, shard_size: int) -> list[Shard]:
     """Every shard of the run, checkpoints in order, each a run of consecutive indices."""
     return [
         Shard(ckpt, k, tuple(range(start, min(start + shard_size, num_images))))
@@ -121,7 +121,7 @@ def sample(cfg: RunConfig, run: RunDir, progress: bool = True) -> pd.DataFrame:
     state = process_state()  # honours ACCELERATE_USE_CPU: CPU processes join one gloo group
     sc = cfg.sample
     want = settings(cfg)
-    shards = plan_shards(sc.checkpoints, sc.num_images, sc.shard_size)
+    shards = plan_sample_shards(sc.checkpoints, sc.num_images, sc.shard_size)
     mine = [s for k, s in enumerate(shards) if k % state.num_processes == state.process_index]
     if state.is_main_process:
         run.sample_images.mkdir(parents=True, exist_ok=True)

@@ -5,10 +5,10 @@ and everything that needs synthetic images: ``cspine sample`` (training.sample),
 grids, evaluation's sampler speed/quality sweep and the benchmarks.
 
 The guarantee: synthetic image ``i`` depends only on ``(seed, i)``. Each index gets its own
-``torch.Generator`` (seeded from ``SeedSequence([seed, i])``, on the CPU so a GPU gives the same draws),
-which draws the initial noise *and* every stochastic step's noise for that image alone. So the batch
-size, the shard and the process an index lands on change nothing but floating-point rounding in the
-U-Net's batched convolutions (see tests/training/test_sampling.py for the tolerance).
+``torch.Generator`` (seeded from ``SeedSequence([seed, i])``, training.seeds; on the CPU so a GPU gives the
+same draws), which draws the initial noise *and* every stochastic step's noise for that image alone. So the
+batch size, the shard and the process an index lands on change nothing but floating-point rounding in the
+U-Net's batched convolutions (see tests/training/test_sample.py, BATCH_TOLERANCE, for the tolerance).
 
 Schedulers (:func:`make_scheduler`): DDPM (ancestral, clips x0 to [-1, 1]), DDIM (eta 0, clips x0) and
 DPM-Solver++ (2nd order multistep). DPM-Solver++ built from a DDPM config does not clip and diverges in
@@ -28,31 +28,17 @@ import numpy as np
 import torch
 
 from cspine.rundir import RunDir
+from training.seeds import stream_seed
 
 SCHEDULERS = ("ddpm", "ddim", "dpmsolver++")
 
 
-def index_seed(seed: int, index: int) -> int:
-    """The 63-bit seed of synthetic image ``index`` of a run with master ``seed`` (no collisions in practice)."""
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index)]).generate_state(2, dtype=np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1])) & 0x7FFF_FFFF_FFFF_FFFF
-
-
 def index_generators(seed: int, indices: Sequence[int]) -> list[torch.Generator]:
-    """One CPU generator per index, seeded by :func:`index_seed`."""
-    return [torch.Generator("cpu").manual_seed(index_seed(seed, i)) for i in indices]
+    """One CPU generator per index ``i``, seeded by stream ``(i,)`` of training.seeds."""
+    return [torch.Generator("cpu").manual_seed(stream_seed(seed, i)) for i in indices]
 
 
 # -- loading ---------------------------------------------------------------------------------------
-
-def checkpoint_dir(run: RunDir, checkpoint: str) -> Path:
-    """Folder holding the EMA U-Net of ``checkpoint`` ("final" or "step-N")."""
-    if checkpoint == "final":
-        return run.pipeline / "unet"
-    if checkpoint.startswith("step-") and checkpoint[5:].isdigit():
-        return run.checkpoint(int(checkpoint[5:])) / "unet_ema"
-    raise ValueError(f'checkpoint must be "final" or "step-N", got {checkpoint!r}')
-
 
 def load_unet(run: RunDir, checkpoint: str = "final", device: str | torch.device = "cpu"):
     """The EMA U-Net of a run: ``"final"`` is model/pipeline/unet, ``"step-N"`` is that checkpoint's unet_ema/.
@@ -61,7 +47,7 @@ def load_unet(run: RunDir, checkpoint: str = "final", device: str | torch.device
     """
     from diffusers import UNet2DModel
 
-    folder = checkpoint_dir(run, checkpoint)
+    folder = run.unet_folder(checkpoint)
     if not (folder / "config.json").is_file():
         stage = "train" if checkpoint == "final" else f"train (checkpoint {checkpoint} is not in {run.checkpoints})"
         raise FileNotFoundError(f"{folder} has no saved U-Net: run `cspine {stage}` first (run directory {run.root})")
@@ -82,10 +68,8 @@ def _scheduler_config(source: Any) -> dict[str, Any]:
         source = RunDir(Path(source))
     if isinstance(source, RunDir):
         candidates = [source.pipeline / "scheduler" / "scheduler_config.json"]
-        if source.checkpoints.is_dir():
-            steps = sorted((p for p in source.checkpoints.glob("step-*") if p.name[5:].isdigit()),
-                           key=lambda p: int(p.name[5:]), reverse=True)
-            candidates += [p / "scheduler" / "scheduler_config.json" for p in steps]
+        newest_first = reversed(source.checkpoint_steps(complete_marker="scheduler/scheduler_config.json"))
+        candidates += [source.checkpoint(step) / "scheduler" / "scheduler_config.json" for step in newest_first]
         for path in candidates:
             if path.is_file():
                 return json.loads(path.read_text(encoding="utf-8"))

@@ -42,7 +42,7 @@ import torch
 
 from cspine import atomic
 from cspine.config import RunConfig
-from cspine.rundir import RunDir
+from cspine.rundir import RunDir, checkpoint_step
 from training.checkpoints import (
     export_pipeline, list_checkpoints, read_trainer_state, restore_ema, save_checkpoint,
 )
@@ -360,7 +360,7 @@ def train(
     accelerator, precision, record = setup_accelerator(cfg, run, resume, data, accelerator)
     tr = build_trainer(cfg, accelerator, data, precision)
     resume_or_restart(tr, run, resume)
-    protected = {int(c[5:]) for c in cfg.sample.checkpoints if c.startswith("step-")}
+    protected = {step for c in cfg.sample.checkpoints if (step := checkpoint_step(c)) is not None}
 
     images_per_step = tc.batch_size * tc.gradient_accumulation_steps * tr.world
     rate = None

@@ -17,6 +17,7 @@ import torch
 
 from cspine import rundata
 from cspine.rundir import RunDir
+from training.seeds import stream_seed
 
 
 def load_train_pixels(run: RunDir) -> torch.Tensor:
@@ -27,16 +28,10 @@ def load_train_pixels(run: RunDir) -> torch.Tensor:
     return torch.from_numpy(train.pixels.astype(np.float32) / 32767.5 - 1.0).unsqueeze(1)
 
 
-def stream_seed(seed: int, *parts: int) -> int:
-    """A 63-bit seed for the stream named by ``parts`` (1: epoch permutations, 2: a micro-batch's noise)."""
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *map(int, parts)]).generate_state(2, dtype=np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1])) & 0x7FFF_FFFF_FFFF_FFFF
-
-
 def batch_indices(n: int, seed: int, micro_step: int, batch_size: int, rank: int = 0, world: int = 1) -> np.ndarray:
     """Rows of micro-batch ``micro_step`` for process ``rank``: a pure function of its arguments.
 
-    The global stream is a concatenation of per-epoch permutations (seeded by (seed, epoch)); each
+    The global stream is a concatenation of per-epoch permutations (stream (1, epoch), training.seeds); each
     micro-step takes ``batch_size * world`` consecutive positions and process ``rank`` its slice, so
     every image is seen once per epoch across all processes.
     """

@@ -1,7 +1,8 @@
 """`cspine study build`: held-out real images + synthetic samples -> study/ (trials, served images, answer key).
 
-Reads data/index.parquet (split == holdout), data/pixels.npy, samples/samples.parquet and, when present,
-audit/summary.json (images the privacy audit excluded are never shown). Writes, in study/:
+Reads data/index.parquet (split == holdout), data/pixels.npy, samples/samples.parquet (through cspine.rundata)
+and, when present, the audit's gate (cspine.gate: the images the privacy audit excluded are never shown).
+Writes, in study/:
 
 - ``assets/``          the served images only: ``<random hex>.png``, one encoding for all (reader_study.assets)
 - ``study.json``       what the web app needs: per trial the asset names in display order, k, scale, study id
@@ -31,6 +32,7 @@ from tqdm import tqdm
 
 from cspine import atomic, rundata
 from cspine.config import RunConfig
+from cspine.gate import read_gate
 from cspine.rundir import RunDir, checkpoint_step
 from reader_study import store
 from reader_study.assets import encode_png
@@ -74,9 +76,11 @@ def study_inputs(cfg: RunConfig, run: RunDir) -> tuple[list[str], dict[str, list
         raise ValueError(f"{run.index}: no rows with split == 'holdout'; the study needs held-out real images")
     samples = rundata.samples_table(run)
     excluded: set[str] = set()
-    audit_summary = run.audit / "summary.json"
-    if cfg.study.exclude_flagged and audit_summary.exists():
-        excluded = set(json.loads(audit_summary.read_text()).get("excluded", []))
+    if cfg.study.skip_audit_excluded and run.audit_summary.exists():
+        gate = read_gate(run)
+        if not gate.passed:
+            log.warning("the privacy audit's gate is closed: %s", gate.reason)
+        excluded = gate.excluded
         if excluded:
             log.info("leaving out %d synthetic images the privacy audit excluded", len(excluded))
     samples = samples[~samples["image_id"].astype(str).isin(excluded)]

@@ -33,8 +33,9 @@ class StudyConfig(Strict):
     allow_fewer_trials: bool = Field(
         False, description="Build as many trials as the images allow (with a warning) instead of stopping when T cannot be filled.",
     )
-    exclude_flagged: bool = Field(
-        True, description="Leave out synthetic images the privacy audit excluded (audit/summary.json `excluded`), when an audit exists.",
+    skip_audit_excluded: bool = Field(
+        True, description="Leave out the synthetic images the privacy audit excluded from the release (its gate's "
+        "`excluded`, audit/summary.json), when an audit exists.",
     )
     host: str = Field("127.0.0.1", description="Address `cspine study serve` listens on. Keep loopback and put an HTTPS reverse proxy in "
                       "front to serve other machines (`cspine study serve --help`); plain HTTP off loopback is warned about.")

@@ -143,7 +143,7 @@ def test_build_leaves_out_images_the_audit_excluded(study_run):
     from cspine import atomic
 
     excluded = [f"final-{i:06d}" for i in range(24)]
-    atomic.write_json(study_run.audit / "summary.json", {"passed": True, "excluded": excluded})
+    atomic.write_json(study_run.audit / "summary.json", {"passed": True, "n_flagged": 24, "excluded": excluded})
     build_study(study_config(study_run), study_run)
     key = json.loads(StudyPaths(study_run).answer_key.read_text())
     used = {a["image_id"] for t in key["trials"] for a in t["alternatives"]}

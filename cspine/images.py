@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -70,13 +69,3 @@ def resize_gray16(arr: np.ndarray, size: int) -> np.ndarray:
     """A 2-D uint16 image resized to ``size`` x ``size`` (bicubic, in float), rounded back to uint16."""
     im = Image.fromarray(arr.astype(np.float32), mode="F").resize((size, size), Image.Resampling.BICUBIC)
     return np.rint(np.clip(np.asarray(im), 0, 65535)).astype(np.uint16)
-
-
-def read_unit(path: str | os.PathLike[str] | io.BytesIO) -> np.ndarray:
-    """Read a grayscale image file as float32 in [0, 1]."""
-    return to_unit(read_gray(path))
-
-
-def list_images(folder: Path, suffixes: tuple[str, ...] = (".png",)) -> list[Path]:
-    """Sorted image files directly under ``folder``."""
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in suffixes)

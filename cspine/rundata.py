@@ -92,10 +92,6 @@ class Coverage:
     flagged: frozenset[str]
     record: Path
 
-    @property
-    def image_shas(self) -> set[str]:
-        return set(self.images.values())
-
 
 def audit_coverage(run: RunDir) -> Coverage | None:
     """The audit's record of ``run`` as a :class:`Coverage`, or None when there is no complete audit."""

@@ -208,7 +208,3 @@ def fid_bias_note(n_real: int, n_fake: int) -> str:
         return ""
     return (f"FID on {n} images is biased upwards (its bias shrinks like 1/n; compare only at equal n); "
             "KID is unbiased")
-
-
-def _isfinite(x: float) -> bool:
-    return x is not None and math.isfinite(x)

@@ -13,7 +13,6 @@ holds the ``huggingface`` feature metadata, so ``load_dataset`` decodes it witho
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import multiprocessing
 import os
@@ -22,14 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from cspine import atomic
-from cspine.images import read_gray
 
 FORMAT_VERSION = 1
 META_KEY = b"cspine"
@@ -193,7 +190,3 @@ def uncompressed_bytes(path: Path) -> int:
     """In-memory size of a shard's data (the Hub's dataset_info num_bytes)."""
     md = pq.read_metadata(path)
     return sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    return read_gray(io.BytesIO(data))

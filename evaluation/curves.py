@@ -13,6 +13,7 @@ resumes and a finished one is skipped.
 from __future__ import annotations
 
 import json
+import platform
 import time
 from pathlib import Path
 from typing import Callable
@@ -139,13 +140,31 @@ def sampler_curve(run: RunDir, ref_feats: np.ndarray, *, points: list[tuple[str,
         imgs = generate(unet, sched, range(num_images), seed, steps, batch_size=batch_size, progress=progress)
         dt = time.perf_counter() - t0
         row = {"scheduler": name, "steps": steps, "checkpoint": checkpoint, "seconds": dt,
-               "images_per_s": num_images / dt if dt > 0 else float("inf"), "torch_threads": torch.get_num_threads()}
+               "images_per_s": num_images / dt if dt > 0 else float("inf"), "torch_threads": torch.get_num_threads(),
+               "device": device_description(unet.device)}
         row.update(score_generated(imgs, f"{name}-{steps}", ref_feats, kid_subset, kid_subsets, seed, batch_size,
                                    progress))
         done[key] = row
         atomic.write_json(path, done)
         rows.append(row)
     return rows
+
+
+def device_description(device) -> str:
+    """What timed a point, read from the device the U-Net ran on: the GPU's name, or the CPU with its threads."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} torch threads"
+
+
+def timing_devices(rows: list[dict]) -> str:
+    """Where the points of a sampler curve were timed (points stored before rows named their device ran
+    on the CPU: load_unet's default)."""
+    return "; ".join(sorted({r.get("device") or f"CPU ({platform.processor() or platform.machine()}), "
+                             f"{r['torch_threads']} torch threads" for r in rows}))
 
 
 def recommend_sampler(rows: list[dict]) -> dict:

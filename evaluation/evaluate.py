@@ -11,7 +11,6 @@ per setting (eval/*_curve.json).
 from __future__ import annotations
 
 import json
-import platform
 from typing import Callable
 
 import numpy as np
@@ -94,8 +93,7 @@ def run_evaluate(cfg: RunConfig, run: RunDir, *, checkpoints: bool = False, samp
             kid_subsets=ec.kid_subsets, progress=progress, log=log)
         rec = curves.recommend_sampler(rows)
         m["sampler_curve"] = {"points": rows, "recommended": rec, "reference_set": ref.name,
-                              "device": f"CPU ({platform.processor() or platform.machine()}), "
-                                        f"{rows[0]['torch_threads']} torch threads"}
+                              "device": curves.timing_devices(rows)}
         report.plot_sampler_curve(rows, rec, figs / "sampler_curve.png")
     elif old.get("sampler_curve"):
         m["sampler_curve"] = old["sampler_curve"]

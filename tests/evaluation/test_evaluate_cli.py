@@ -43,6 +43,8 @@ def test_evaluate_writes_metrics_figures_and_resumes(fake_run, cache_env, capsys
     pts = m["sampler_curve"]["points"]
     assert [(p["scheduler"], p["steps"]) for p in pts] == [("ddpm", 12), ("ddim", 3), ("dpmsolver++", 3)]
     assert all(p["images_per_s"] > 0 and p["n_images"] == 4 for p in pts)
+    assert all(p["device"].startswith("CPU (") for p in pts)  # the U-Net ran on the CPU, and the point says so
+    assert m["sampler_curve"]["device"] == pts[0]["device"]
     rec = m["sampler_curve"]["recommended"]
     assert rec["reference"] == {k: rec["reference"][k] for k in rec["reference"]} and rec["reference"]["steps"] == 12
     for name in ("examples", "synthetic_examples", "checkpoint_curve", "sampler_curve"):

@@ -58,14 +58,22 @@ def analyze(study: dict, key: dict, rows: list[dict], n_boot: int = 2000, seed: 
     }
     if not recs:
         return res | {"note": "no answers yet"}
+    res["accuracy"] = _accuracy(recs, raters, groups, k, alpha)
+    res["agreement"] = _agreement(recs, raters, n_trials, k)
+    res["realism"] = _realism(recs, groups, study["likert_points"])
+    res["paired_tests"] = _paired_tests(recs, raters, synth, alpha)
+    res["mrmc_bootstrap"] = _mrmc_bootstrap(recs, raters, synth, n_boot, seed, alpha)
+    return res
 
-    # identification accuracy
+
+def _accuracy(recs: list[dict], raters: list[str], groups: list[str], k: int, alpha: float) -> dict:
+    """Identification accuracy per rater and pooled, homogeneity across raters, position bias."""
     per_rater = {}
     for rid in raters:
         mine = [r for r in recs if r["rater"] == rid]
         per_rater[rid] = stats.accuracy_test(sum(r["correct"] for r in mine), len(mine), k, alpha)
     pooled = stats.accuracy_test(sum(r["correct"] for r in recs), len(recs), k, alpha)
-    res["accuracy"] = {
+    return {
         "pooled": pooled,
         "per_rater": per_rater,
         "homogeneity_across_raters": stats.chi2_homogeneity([v["correct"] for v in per_rater.values()], [v["n"] for v in per_rater.values()]),
@@ -73,20 +81,28 @@ def analyze(study: dict, key: dict, rows: list[dict], n_boot: int = 2000, seed: 
         "chosen_group_counts": {g: sum(r["chosen_group"] == g for r in recs) for g in groups},
     }
 
-    # agreement among raters who answered every trial (same subjects for all)
+
+def _agreement(recs: list[dict], raters: list[str], n_trials: int, k: int) -> dict:
+    """Agreement among the raters who answered every trial (the same subjects for all)."""
     complete = [rid for rid in raters if sum(r["rater"] == rid for r in recs) == n_trials]
     choice_of = {(r["rater"], r["trial"]): r for r in recs}
     trials = sorted({r["trial"] for r in recs})
-    res["agreement"] = {
+    return {
         "on_choice": stats.agreement({rid: [choice_of[(rid, t)]["choice"] for t in trials] for rid in complete}, k),
         "on_correct": stats.agreement({rid: [choice_of[(rid, t)]["correct"] for t in trials] for rid in complete}, 2),
         "raters_included": complete,
     }
 
-    # realism scores per group, paired tests real vs each synthetic group
+
+def _realism(recs: list[dict], groups: list[str], likert_points: int) -> dict:
+    """Realism scores per group: summary statistics and the count of each scale level."""
     scores = {g: [s for r in recs for s in r["scores"].get(g, [])] for g in groups}
-    levels = range(1, study["likert_points"] + 1)
-    res["realism"] = {g: stats.describe(v) | {"counts": {str(lv): int(sum(s == lv for s in v)) for lv in levels}} for g, v in scores.items()}
+    levels = range(1, likert_points + 1)
+    return {g: stats.describe(v) | {"counts": {str(lv): int(sum(s == lv for s in v)) for lv in levels}} for g, v in scores.items()}
+
+
+def _paired_tests(recs: list[dict], raters: list[str], synth: list[str], alpha: float) -> dict:
+    """Real vs each synthetic group, paired by response and by rater, Holm-corrected across groups."""
 
     def pairs_by_response(g):
         ps = [(np.mean(r["scores"][REAL]), np.mean(r["scores"][g])) for r in recs if g in r["scores"]]
@@ -109,12 +125,15 @@ def analyze(study: dict, key: dict, rows: list[dict], n_boot: int = 2000, seed: 
             for g, p in zip(synth, adj):
                 per_group[g][f"{test}_p_holm"] = p
         tests[level] = per_group
-    res["paired_tests"] = tests | {
+    return tests | {
         "note": "real vs each synthetic group; by_response pairs the real image's score with the group's score in the "
                 "same (rater, trial), as in the paper; by_rater pairs each rater's mean scores. Holm across groups per test and level.",
     }
 
-    # MRMC bootstrap: raters x trials matrices
+
+def _mrmc_bootstrap(recs: list[dict], raters: list[str], synth: list[str], n_boot: int, seed: int, alpha: float) -> dict:
+    """The multi-reader multi-case bootstrap over raters x trials matrices of accuracy and realism."""
+    trials = sorted({r["trial"] for r in recs})
     ri = {rid: i for i, rid in enumerate(raters)}
     ti = {t: j for j, t in enumerate(trials)}
     mats = {"accuracy": np.full((len(raters), len(trials)), np.nan), "realism_real": np.full((len(raters), len(trials)), np.nan)}
@@ -129,8 +148,7 @@ def analyze(study: dict, key: dict, rows: list[dict], n_boot: int = 2000, seed: 
             if g in r["scores"]:
                 mats[f"realism_{g}"][i, j] = np.mean(r["scores"][g])
                 mats[f"realism_difference_real_minus_{g}"][i, j] = np.mean(r["scores"][REAL]) - np.mean(r["scores"][g])
-    res["mrmc_bootstrap"] = stats.mrmc_bootstrap(mats, n_boot, seed, alpha) | {"resamples_requested": n_boot}
-    return res
+    return stats.mrmc_bootstrap(mats, n_boot, seed, alpha) | {"resamples_requested": n_boot}
 
 
 def plot(results: dict, figures) -> list[str]:

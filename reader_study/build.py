@@ -175,19 +175,9 @@ def build_study(cfg: RunConfig, run: RunDir, force: bool = False) -> dict:
     paths = StudyPaths(run)
     real_ids, synthetic, index, samples = study_inputs(cfg, run)
     fp = fingerprint(cfg, real_ids, synthetic)
-    if paths.study_json.exists():
-        current = json.loads(paths.study_json.read_text())
-        if current.get("fingerprint") == fp and paths.answer_key.exists() and paths.db.exists() and not force:
-            log.info("study already built (%s, %d trials): skipping", current["study_id"], current["n_trials"])
-            return current
-        log.info("design or inputs changed: rebuilding study/")
-    if _has_answers(paths):
-        raise StudyError(
-            f"{paths.study_json}: the inputs or the study design changed (or study.json is missing), but {paths.db} "
-            "holds answers to the current study; move study/ away (or set --run-dir) before building a new one"
-        )
-    for leftover in paths.root.glob(".tmp-assets-*") if paths.root.exists() else []:
-        shutil.rmtree(leftover, ignore_errors=True)  # from a build that was killed
+    current = _current_build(paths, fp, force)
+    if current is not None:
+        return current
     s = cfg.study
     try:
         trials, warnings = make_trials(real_ids, synthetic, s.trials, s.alternatives, cfg.seed, s.allow_fewer_trials)
@@ -195,29 +185,8 @@ def build_study(cfg: RunConfig, run: RunDir, force: bool = False) -> dict:
         raise StudyError(str(err)) from None
     for w in warnings:
         log.warning(w)
-
-    load = _image_loader(run, index, samples, {a.image_id for t in trials for a in t.alternatives if a.kind == REAL})
-    shapes: dict[str, set] = {}
     names = {(t.index, p): secrets.token_hex(12) for t in trials for p in range(len(t.alternatives))}
-    paths.root.mkdir(parents=True, exist_ok=True)
-    tmp_assets = paths.root / f".tmp-assets-{secrets.token_hex(4)}"
-    tmp_assets.mkdir()
-    try:
-        jobs = sorted(((names[(t.index, p)], a) for t in trials for p, a in enumerate(t.alternatives)), key=lambda j: j[0])
-        for name, alt in tqdm(jobs, desc="study images", unit="img"):
-            arr = load(alt.kind, alt.image_id)
-            shapes.setdefault(alt.kind, set()).add(arr.shape)
-            (tmp_assets / f"{name}.png").write_bytes(encode_png(arr, s.image_size))
-        if paths.assets.exists():
-            shutil.rmtree(paths.assets)
-        os.replace(tmp_assets, paths.assets)
-    finally:
-        if tmp_assets.exists():
-            shutil.rmtree(tmp_assets)
-    if len({sh for v in shapes.values() for sh in v}) > 1:
-        w = f"real and synthetic images have different native sizes {sorted({sh for v in shapes.values() for sh in v})}: resizing may make them look different"
-        log.warning(w)
-        warnings.append(w)
+    warnings += _write_assets(run, paths, index, samples, trials, names, s.image_size)
 
     study_id = fp[:16]
     study = {
@@ -237,20 +206,74 @@ def build_study(cfg: RunConfig, run: RunDir, force: bool = False) -> dict:
         "groups": [REAL] + list(g for g in synthetic if synthetic[g]),
         "trials": [_key_entry(t, names) for t in trials],
     }
-    if paths.db.exists():  # an earlier build without answers: start the database afresh
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(paths.db) + suffix).unlink(missing_ok=True)
-    store.init_db(paths.db, study_id)
-    atomic.write_json(paths.answer_key, key)
-    os.chmod(paths.answer_key, 0o600)
-    admin_token(paths)
-    if s.raters:
-        add_raters(paths, cfg.seed, len(trials), s.raters)
-    else:
-        write_access_codes(paths)
+    _write_organiser_files(paths, cfg, key, len(trials))
     atomic.write_json(paths.study_json, study)  # last: its presence marks a finished build
     log.info("study %s: %d trials of %d, %d raters; access codes in %s", study_id, len(trials), s.alternatives, s.raters, paths.access_codes)
     return study
+
+
+def _current_build(paths: StudyPaths, fp: str, force: bool) -> dict | None:
+    """study.json's content when the study with fingerprint ``fp`` is built already (and not ``force``), else
+    None after making sure a rebuild is safe: refuses when the current study holds answers, and removes the
+    asset folders of a build that was killed."""
+    if paths.study_json.exists():
+        current = json.loads(paths.study_json.read_text())
+        if current.get("fingerprint") == fp and paths.answer_key.exists() and paths.db.exists() and not force:
+            log.info("study already built (%s, %d trials): skipping", current["study_id"], current["n_trials"])
+            return current
+        log.info("design or inputs changed: rebuilding study/")
+    if _has_answers(paths):
+        raise StudyError(
+            f"{paths.study_json}: the inputs or the study design changed (or study.json is missing), but {paths.db} "
+            "holds answers to the current study; move study/ away (or set --run-dir) before building a new one"
+        )
+    for leftover in paths.root.glob(".tmp-assets-*") if paths.root.exists() else []:
+        shutil.rmtree(leftover, ignore_errors=True)  # from a build that was killed
+    return None
+
+
+def _write_assets(run: RunDir, paths: StudyPaths, index: pd.DataFrame, samples: pd.DataFrame, trials: list[Trial],
+                  names: dict, size: int) -> list[str]:
+    """Encode every image of ``trials`` into study/assets/ as ``names[(trial, position)].png`` (written in a
+    temporary folder renamed into place); returns a warning when real and synthetic native sizes differ."""
+    load = _image_loader(run, index, samples, {a.image_id for t in trials for a in t.alternatives if a.kind == REAL})
+    shapes: dict[str, set] = {}
+    paths.root.mkdir(parents=True, exist_ok=True)
+    tmp_assets = paths.root / f".tmp-assets-{secrets.token_hex(4)}"
+    tmp_assets.mkdir()
+    try:
+        jobs = sorted(((names[(t.index, p)], a) for t in trials for p, a in enumerate(t.alternatives)), key=lambda j: j[0])
+        for name, alt in tqdm(jobs, desc="study images", unit="img"):
+            arr = load(alt.kind, alt.image_id)
+            shapes.setdefault(alt.kind, set()).add(arr.shape)
+            (tmp_assets / f"{name}.png").write_bytes(encode_png(arr, size))
+        if paths.assets.exists():
+            shutil.rmtree(paths.assets)
+        os.replace(tmp_assets, paths.assets)
+    finally:
+        if tmp_assets.exists():
+            shutil.rmtree(tmp_assets)
+    sizes = sorted({sh for v in shapes.values() for sh in v})
+    if len(sizes) > 1:
+        w = f"real and synthetic images have different native sizes {sizes}: resizing may make them look different"
+        log.warning(w)
+        return [w]
+    return []
+
+
+def _write_organiser_files(paths: StudyPaths, cfg: RunConfig, key: dict, n_trials: int) -> None:
+    """A fresh responses database, the answer key (0600), the admin token and the raters' access codes."""
+    if paths.db.exists():  # an earlier build without answers: start the database afresh
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(paths.db) + suffix).unlink(missing_ok=True)
+    store.init_db(paths.db, key["study_id"])
+    atomic.write_json(paths.answer_key, key)
+    os.chmod(paths.answer_key, 0o600)
+    admin_token(paths)
+    if cfg.study.raters:
+        add_raters(paths, cfg.seed, n_trials, cfg.study.raters)
+    else:
+        write_access_codes(paths)
 
 
 def _key_entry(t: Trial, names: dict) -> dict:

@@ -39,19 +39,21 @@ Decisions on secrets (no secret in a URL, so none in a log line, a browser histo
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import hmac
-import html
 import io
 import json
 import logging
 import re
 import secrets
 import time
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs
 
+import jinja2
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel
@@ -81,6 +83,18 @@ class Answer(BaseModel):
 
 def _page(name: str) -> str:
     return resources.files("reader_study").joinpath("static", name).read_text(encoding="utf-8")
+
+
+@functools.lru_cache(maxsize=1)
+def _pages() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.PackageLoader("reader_study", "static"), autoescape=True,
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+def _render(name: str, **context) -> str:
+    """An organiser page of static/ rendered with Jinja, as the cards are (dataset_card.render), with every
+    value HTML-escaped (autoescape). The rater page is static: it is served as it is."""
+    return _pages().get_template(name).render(**context)
 
 
 def request_line_path(scope: dict) -> str:
@@ -152,41 +166,106 @@ def token_matches(given: str | None, admin_token: str) -> bool:
     return bool(given) and hmac.compare_digest(given.encode("utf-8", "surrogateescape"), admin_token.encode("utf-8"))
 
 
-def create_app(study_dir: Path, admin_token: str) -> FastAPI:
-    """The app for one built study folder (study.json, assets/, responses.sqlite)."""
-    study_dir = Path(study_dir)
-    study = json.loads((study_dir / "study.json").read_text())
-    db = study_dir / "responses.sqlite"
-    assets = study_dir / "assets"
-    k, likert, n_trials = study["alternatives"], study["likert_points"], study["n_trials"]
-    trial_images = {t["trial"]: t["images"] for t in study["trials"]}
-    allowed = {f"{n}.png" for imgs in trial_images.values() for n in imgs}
-    rater_page = _page("rater.html")
-    sessions = AdminSessions()
+@dataclass(frozen=True)
+class _Study:
+    """What the routes of one built study folder need (study.json, assets/, responses.sqlite), and the
+    lookups they share."""
 
-    app = FastAPI(title="cspine reader study", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(AccessLog)
+    db: Path
+    assets: Path
+    k: int
+    likert: int
+    n_trials: int
+    trial_images: dict
+    allowed: frozenset
 
-    def rater_for(code: str | None) -> store.Rater:
+    @classmethod
+    def load(cls, study_dir: Path) -> "_Study":
+        study = json.loads((study_dir / "study.json").read_text())
+        trial_images = {t["trial"]: t["images"] for t in study["trials"]}
+        return cls(db=study_dir / "responses.sqlite", assets=study_dir / "assets", k=study["alternatives"],
+                   likert=study["likert_points"], n_trials=study["n_trials"], trial_images=trial_images,
+                   allowed=frozenset(f"{n}.png" for imgs in trial_images.values() for n in imgs))
+
+    def rater_for(self, code: str | None) -> store.Rater:
         if not code:
             raise HTTPException(401, "access code required")
-        with store.connect(db) as conn:
+        with store.connect(self.db) as conn:
             rater = store.rater_by_code(conn, code)
         if rater is None:
             raise HTTPException(401, "unknown access code")
         return rater
 
-    def state(rater: store.Rater) -> dict:
-        with store.connect(db) as conn:
+    def state(self, rater: store.Rater) -> dict:
+        with store.connect(self.db) as conn:
             done = store.answered(conn, rater.rater_id)
         total = len(rater.trial_order)
-        out = {"rater": rater.rater_id, "total": total, "done": done, "alternatives": k, "likert_points": likert}
+        out = {"rater": rater.rater_id, "total": total, "done": done, "alternatives": self.k, "likert_points": self.likert}
         if done < total:
-            images = trial_images[rater.trial_order[done]]
+            images = self.trial_images[rater.trial_order[done]]
             out |= {"step": done, "images": [f"img/{n}.png" for n in images]}
         else:
             out |= {"step": None, "images": None}
         return out
+
+    def progress(self) -> list[dict]:
+        with store.connect(self.db) as conn:
+            rows = []
+            for r in store.raters(conn):
+                last = conn.execute("SELECT MAX(submitted_at) FROM responses WHERE rater_id=?", (r.rater_id,)).fetchone()[0]
+                rows.append(dict(rater_id=r.rater_id, name=r.name, simulated=r.simulated,
+                                 done=store.answered(conn, r.rater_id), total=len(r.trial_order), last_answer=last))
+        return rows
+
+
+def create_app(study_dir: Path, admin_token: str) -> FastAPI:
+    """The app for one built study folder (study.json, assets/, responses.sqlite)."""
+    study = _Study.load(Path(study_dir))
+    app = FastAPI(title="cspine reader study", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(AccessLog)
+    _add_rater_routes(app, study)
+    _add_admin_routes(app, study, admin_token, AdminSessions())
+    return app
+
+
+def _add_rater_routes(app: FastAPI, study: _Study) -> None:
+    """The page, the login, the state, the answers and the images: everything but the page and the login
+    needs a rater's access code."""
+    rater_page = _page("rater.html")
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> HTMLResponse:
+        return HTMLResponse(rater_page, headers=_NO_STORE)
+
+    @app.post("/api/login")
+    def login(body: Login) -> JSONResponse:
+        return JSONResponse(study.state(study.rater_for(body.code)), headers=_NO_STORE)
+
+    @app.get("/api/state")
+    def get_state(x_access_code: str | None = Header(None)) -> JSONResponse:
+        return JSONResponse(study.state(study.rater_for(x_access_code)), headers=_NO_STORE)
+
+    @app.post("/api/answer")
+    def answer(body: Answer, x_access_code: str | None = Header(None)) -> JSONResponse:
+        rater = study.rater_for(x_access_code)
+        try:
+            with store.connect(study.db) as conn:
+                stored = store.submit(conn, rater, body.step, body.choice, body.scores, study.k, study.likert,
+                                      body.elapsed_ms)
+        except store.SubmitError as err:
+            raise HTTPException(409, str(err)) from None
+        return JSONResponse(study.state(rater) | {"stored": stored}, headers=_NO_STORE)
+
+    @app.get("/img/{name}")
+    def image(name: str, x_access_code: str | None = Header(None)) -> Response:
+        study.rater_for(x_access_code)  # first: without a code, nothing (not even which names exist) is revealed
+        if not _ASSET_RE.match(name) or name not in study.allowed:
+            raise HTTPException(404, "not found")
+        return Response((study.assets / name).read_bytes(), media_type="image/png", headers=_IMG_HEADERS)
+
+
+def _add_admin_routes(app: FastAPI, study: _Study, admin_token: str, sessions: AdminSessions) -> None:
+    """The organiser's sign-in, sign-out, progress page and exports (see the module docstring on secrets)."""
 
     def is_admin(request: Request) -> bool:
         auth = request.headers.get("authorization", "")
@@ -202,46 +281,8 @@ def create_app(study_dir: Path, admin_token: str) -> FastAPI:
     def sign_in_page(action: str, error: str = "", status: int = 401) -> HTMLResponse:
         """The sign-in form; ``action`` is /admin/login relative to where the page is shown (links stay relative
         so that a proxy may serve the app under a prefix)."""
-        page = _page("admin_login.html").replace("{{ACTION}}", action).replace("{{ERROR}}", html.escape(error))
-        return HTMLResponse(page, status_code=status, headers=_NO_STORE)
-
-    @app.get("/", response_class=HTMLResponse)
-    def index() -> HTMLResponse:
-        return HTMLResponse(rater_page, headers=_NO_STORE)
-
-    @app.post("/api/login")
-    def login(body: Login) -> JSONResponse:
-        return JSONResponse(state(rater_for(body.code)), headers=_NO_STORE)
-
-    @app.get("/api/state")
-    def get_state(x_access_code: str | None = Header(None)) -> JSONResponse:
-        return JSONResponse(state(rater_for(x_access_code)), headers=_NO_STORE)
-
-    @app.post("/api/answer")
-    def answer(body: Answer, x_access_code: str | None = Header(None)) -> JSONResponse:
-        rater = rater_for(x_access_code)
-        try:
-            with store.connect(db) as conn:
-                stored = store.submit(conn, rater, body.step, body.choice, body.scores, k, likert, body.elapsed_ms)
-        except store.SubmitError as err:
-            raise HTTPException(409, str(err)) from None
-        return JSONResponse(state(rater) | {"stored": stored}, headers=_NO_STORE)
-
-    @app.get("/img/{name}")
-    def image(name: str, x_access_code: str | None = Header(None)) -> Response:
-        rater_for(x_access_code)  # first: without a code, nothing (not even which names exist) is revealed
-        if not _ASSET_RE.match(name) or name not in allowed:
-            raise HTTPException(404, "not found")
-        return Response((assets / name).read_bytes(), media_type="image/png", headers=_IMG_HEADERS)
-
-    def progress() -> list[dict]:
-        with store.connect(db) as conn:
-            rows = []
-            for r in store.raters(conn):
-                last = conn.execute("SELECT MAX(submitted_at) FROM responses WHERE rater_id=?", (r.rater_id,)).fetchone()[0]
-                rows.append(dict(rater_id=r.rater_id, name=r.name, simulated=r.simulated,
-                                 done=store.answered(conn, r.rater_id), total=len(r.trial_order), last_answer=last))
-        return rows
+        return HTMLResponse(_render("admin_login.html", action=action, error=error), status_code=status,
+                            headers=_NO_STORE)
 
     @app.post("/admin/login")
     async def admin_login(request: Request) -> Response:
@@ -277,32 +318,22 @@ def create_app(study_dir: Path, admin_token: str) -> FastAPI:
     @app.get("/admin/progress.json")
     def admin_progress(request: Request) -> JSONResponse:
         check_admin(request)
-        return JSONResponse({"n_trials": n_trials, "raters": progress()}, headers=_NO_STORE)
+        return JSONResponse({"n_trials": study.n_trials, "raters": study.progress()}, headers=_NO_STORE)
 
     @app.get("/admin/export.csv")
     def admin_export(request: Request) -> Response:
         check_admin(request)
-        with store.connect(db) as conn:
-            text = responses_csv(store.responses(conn), k)
+        with store.connect(study.db) as conn:
+            text = responses_csv(store.responses(conn), study.k)
         return Response(text, media_type="text/csv", headers=_NO_STORE | {"Content-Disposition": 'attachment; filename="responses.csv"'})
 
     @app.get("/admin", response_class=HTMLResponse)
     def admin(request: Request) -> HTMLResponse:
         if not is_admin(request):
             return sign_in_page("admin/login")  # shown at /admin
-        rows = progress()
-        body = "".join(
-            f"<tr><td>{html.escape(r['rater_id'])}</td><td>{html.escape(r['name'])}{' (simulated)' if r['simulated'] else ''}</td>"
-            f"<td><progress max='{r['total']}' value='{r['done']}'></progress> {r['done']} / {r['total']}</td>"
-            f"<td>{html.escape(r['last_answer'] or '-')}</td></tr>"
-            for r in rows
-        )
-        done = sum(r["done"] for r in rows)
-        total = sum(r["total"] for r in rows)
-        page = _page("admin.html").replace("{{ROWS}}", body).replace("{{DONE}}", str(done)).replace("{{TOTAL}}", str(total))
+        rows = study.progress()
+        page = _render("admin.html", raters=rows, done=sum(r["done"] for r in rows), total=sum(r["total"] for r in rows))
         return HTMLResponse(page, headers=_NO_STORE)
-
-    return app
 
 
 def responses_csv(rows: list[dict], k: int) -> str:

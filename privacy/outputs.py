@@ -1,7 +1,7 @@
 """Writing audit/: audit.parquet, summary.json, summary.md, figures/*.png and report.html.
 
 Where it sits: last step of `cspine audit`, after privacy/audit.py. Every file is written atomically;
-summary.json is written last, so its presence means the audit finished (privacy/gate.py reads it).
+summary.json is written last, so its presence means the audit finished (cspine/gate.py reads it).
 report.html is self-contained (images and figures as PNG data URIs): the most similar synthetic/training
 pairs side by side, sorted by closeness, with each method's score against its threshold.
 """

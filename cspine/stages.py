@@ -18,7 +18,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,7 +27,7 @@ from pydantic import Field, create_model
 from cspine import provenance as prov
 from cspine import rundata
 from cspine.config import RunConfig, load_config_file
-from cspine.errors import GateClosed, StageError
+from cspine.errors import StageError
 from cspine.rundir import RunDir
 from evaluation import cli as evaluation_cli
 from evaluation.config import EvaluateConfig
@@ -184,7 +184,7 @@ class Outcome:
     why: str = ""
     seconds: float = 0.0
     verdict: str | None = None
-    summary: str = field(default="")
+    summary: str = ""
 
 
 def _changes(stage: Stage, rec: dict, cfg, run: RunDir) -> tuple[list[str], list[str], list[str]]:
@@ -313,8 +313,3 @@ def _clear(folder: Path) -> None:
     if folder.is_dir():
         for p in folder.iterdir():
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-
-
-def raise_verdict(outcome: Outcome) -> None:
-    if outcome.verdict:
-        raise GateClosed(outcome.verdict)

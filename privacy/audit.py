@@ -22,6 +22,7 @@ import pandas as pd
 
 from cspine.feature_cache import FeatureCache, image_key
 from privacy import calibrate as cal
+from cspine.gate import flag_ceiling
 from privacy.embedders import DistanceScale, Embedder
 from privacy.inputs import AuditInputs
 from privacy.search import nearest, topk
@@ -185,7 +186,11 @@ def audit_arrays(
 
     n_flagged = int(flagged.sum())
     excluded = table.loc[table["excluded"], "image_id"].tolist()
-    passed = n_flagged == 0 or exclude_flagged
+    ceiling = flag_ceiling({m.name: max(m.threshold.quantile, 1 / (m.threshold.n_holdout + 1))
+                            + float(np.mean(m.threshold.floor_hits(m.holdout_dist))) for m in results},
+                           len(inputs.synth_ids), getattr(cfg, "max_flag_rate", None)).summary(n_flagged)
+    notes += [ceiling["flag_rate_reason"]] if ceiling["flag_rate_exceeded"] else []
+    passed = (n_flagged == 0 or exclude_flagged) and not ceiling["flag_rate_exceeded"]
     summary = {
         "passed": bool(passed),
         "exclude_flagged": bool(exclude_flagged),
@@ -215,6 +220,7 @@ def audit_arrays(
             for m in results
         },
         "n_flagged_by_method": {m.name: int(m.flags.sum()) for m in results},
+        **ceiling,
         "dcr": {
             m.name: {
                 "closer_to_train_share": cal.closer_to_train_share(m.synth_to_train_subset, m.synth_to_holdout),

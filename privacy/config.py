@@ -60,3 +60,10 @@ class AuditConfig(Strict):
     chunk_size: int = Field(2048, ge=1, description="Synthetic images per block of the nearest-neighbour search (bounds memory).")
     report_pairs: int = Field(40, ge=1, description="Most similar synthetic/training pairs shown in report.html.")
     exclude_flagged: bool = Field(False, description="Release the unflagged images instead of failing the gate (same as --exclude-flagged).")
+    max_flag_rate: float | None = Field(
+        None, ge=0, le=1,
+        description="Highest share of flagged synthetic images the gate lets through, even with exclude_flagged: "
+        "above it the model looks like it memorises, and neither images nor weights are released. null (default): "
+        "derived from the holdout calibration, the 99.9% one-sided binomial upper bound of the number of chance "
+        "flags among the samples (cspine/gate.py flag_ceiling).",
+    )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cspine import atomic
+from cspine import atomic, provenance
 from cspine.errors import GateClosed, StageError
 from cspine.hashing import sha256_file
 from cspine.rundir import RunDir
@@ -155,10 +155,25 @@ def metrics_table(metrics: dict, limit: int = 24) -> str:
     return "| metric | value |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows[:limit]) + "\n"
 
 
+def made_with(run: RunDir) -> dict:
+    """The config sections the earlier stages actually ran with, from their provenance records (data from
+    prepare, model and train from train, sample from sample): the cards describe what made the release,
+    not what the config now says."""
+    out = {}
+    for folder in (run.data, run.model, run.samples):
+        rec = provenance.read_record(folder)
+        if not rec or not rec.get("complete"):
+            raise PackageError(f"{folder / provenance.RECORD}: no finished record; run the stages before `cspine package`")
+        out.update({k: v for k, v in rec["config"].items() if k != "seed"})
+    return out
+
+
 def card_context(cfg, run: RunDir, rows: pd.DataFrame, gate: audit.Gate, summary: dict, n_params: int) -> dict:
     rc = cfg.release
+    made = made_with(run)
+    data, model, train, sample = made["data"], made["model"], made["train"], made["sample"]
     idx = pd.read_parquet(run.index, columns=["split", "case_id"]) if run.index.is_file() else None
-    if cfg.data.source == "phantom":
+    if data["source"] == "phantom":
         source_description = (
             "procedural phantom radiographs written by `cspine demo-data` (no real patients: this is the CPU demo "
             f"configuration); the real configuration trains on {rc.source_name}"
@@ -171,14 +186,14 @@ def card_context(cfg, run: RunDir, rows: pd.DataFrame, gate: audit.Gate, summary
     uniq = lambda c: ", ".join(str(v) for v in sorted(rows[c].unique())) if len(rows) else "-"  # noqa: E731
     owner_url = lambda repo, kind: f"https://huggingface.co/{kind}{repo}"  # noqa: E731
     return dict(
-        pretty_name=rc.pretty_name, n_rows=len(rows), resolution=cfg.data.resolution, bit_depth=cfg.sample.bit_depth,
+        pretty_name=rc.pretty_name, n_rows=len(rows), resolution=data["resolution"], bit_depth=sample["bit_depth"],
         source_name=rc.source_name, source_description=source_description, source_citation=rc.source_citation.strip(),
         dataset_repo=rc.dataset_repo, model_repo=rc.model_repo,
         dataset_url=owner_url(rc.dataset_repo, "datasets/"), model_url=owner_url(rc.model_repo, ""),
-        n_params=f"{n_params:,}", block_out_channels=list(cfg.model.block_out_channels),
-        train_steps=cfg.train.max_steps, batch_size=cfg.train.batch_size, learning_rate=cfg.train.learning_rate,
-        ema_decay=cfg.train.ema.decay, num_train_timesteps=cfg.model.num_train_timesteps,
-        beta_schedule=cfg.model.beta_schedule, prediction_type=cfg.model.prediction_type,
+        n_params=f"{n_params:,}", block_out_channels=list(model["block_out_channels"]),
+        train_steps=train["max_steps"], batch_size=train["batch_size"], learning_rate=train["learning_rate"],
+        ema_decay=train["ema"]["decay"], num_train_timesteps=model["num_train_timesteps"],
+        beta_schedule=model["beta_schedule"], prediction_type=model["prediction_type"],
         schedulers=uniq("scheduler"), steps=uniq("steps"), checkpoints=uniq("checkpoint"), seeds=uniq("seed"),
         score_columns=[c for c in rows.columns if c not in META_COLUMNS + ["file"]],
         gate_passed="yes" if gate.passed else "no",
@@ -259,7 +274,8 @@ def package(cfg, run: RunDir, workers: int | None = None) -> dict:
     log.info("shards: %d written, %d already complete", n_written, len(jobs) - n_written)
 
     # -- figures, model folder, cards ----------------------------------------------------------------------
-    needles = leaks.private_needles(run, [str(cfg.data.path), str(Path(cfg.data.path).resolve())])
+    source = Path(made_with(run)["data"]["path"])
+    needles = leaks.private_needles(run, [str(source), str(source.resolve())])
     summary = _read_json(run.audit / "summary.json")
     ctx = {}
     for stage, src in (("audit", run.audit), ("eval", run.eval), ("study", run.study)):

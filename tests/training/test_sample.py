@@ -110,7 +110,7 @@ def test_split_across_processes_equals_one_process(empty_samples, tmp_path, monk
             pass
 
     for rank in (1, 0):  # rank 0 last: it assembles samples.parquet from both ranks' shard records
-        monkeypatch.setattr(accelerate, "PartialState", lambda rank=rank, **kwargs: FakeState(rank))
+        monkeypatch.setattr(accelerate, "PartialState", lambda rank=rank, **kw: FakeState(rank))
         if rank == 1:
             with pytest.raises(RuntimeError, match="no record"):  # rank 0's shards are not there yet
                 stage.sample(cfg_for(run), run, progress=False)

@@ -5,6 +5,8 @@ audit/summary.json (images the privacy audit excluded are never shown). Writes, 
 
 - ``assets/``          the served images only: ``<random hex>.png``, one encoding for all (reader_study.assets)
 - ``study.json``       what the web app needs: per trial the asset names in display order, k, scale, study id
+- ``blinding.json``    how well simple statistics and a small classifier tell real from synthetic on the served
+                       files; a tell stops the build (reader_study.blinding) unless allowed
 - ``answer_key.json``  apart from what is served: per trial the real position and each image's source
 - ``responses.sqlite`` raters with access codes and trial orders, and later their answers (reader_study.store)
 - ``access_codes.csv``, ``admin_token.txt``  for the organiser (mode 0600)
@@ -33,7 +35,7 @@ from cspine import atomic
 from cspine.config import RunConfig
 from cspine.images import read_gray
 from cspine.rundir import RunDir
-from reader_study import store
+from reader_study import blinding, store
 from reader_study.assets import encode_png
 from reader_study.design import REAL, DesignError, Trial, make_trials, rater_order
 
@@ -219,6 +221,7 @@ def build_study(cfg: RunConfig, run: RunDir, force: bool = False) -> dict:
             if alt.kind != REAL:
                 shapes.setdefault("synthetic", set()).add(arr.shape)
             (tmp_assets / f"{name}.png").write_bytes(encode_png(arr, s.image_size))
+        blinding.check_served(cfg, paths.root, tmp_assets, trials, names)  # refuses (exit 1) on a tell
         if paths.assets.exists():
             shutil.rmtree(paths.assets)
         os.replace(tmp_assets, paths.assets)

@@ -138,6 +138,9 @@ def test_csxa_keypoints_land_on_their_dot_after_crop_and_resize(tmp_path):
     run = RunDir(cfg.resolved_run_dir)
     report = prepare(cfg, run, workers=1, progress=False)
     assert report["json_size_mismatch"] == 2
+    # the keypoints span y 15..279 of a 300 x 180 image: the 180 px crop centred on them (y 57..236) leaves
+    # the top and bottom ones out, which the report says for both annotated images
+    assert report["warnings_by_kind"]["keypoints_outside_crop"] == 2
     idx = pd.read_parquet(run.index)
     px = np.load(run.pixels)
     row = idx[idx.image_id == "100101"].iloc[0]

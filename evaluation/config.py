@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from cspine.config import Strict
+from cspine.twosample import C2STConfig
 
 
 class SamplerPoint(Strict):
@@ -62,5 +63,7 @@ class EvaluateConfig(Strict):
     sample_seed_offset: int = Field(
         7919, description="Evaluation images are drawn with seed = run seed + this, apart from samples/."
     )
+    c2st: C2STConfig = Field(default_factory=C2STConfig, description="Classifier two-sample test, synthetic vs holdout "
+                             "(cspine.twosample): AUC with interval in metrics.json, figures/c2st_most_synthetic.png.")
     checkpoint_curve: CheckpointCurveConfig = Field(default_factory=CheckpointCurveConfig)
     sampler_curve: SamplerCurveConfig = Field(default_factory=SamplerCurveConfig)

@@ -2,8 +2,9 @@
 
 Steps: load real holdout/train images and synthetic samples; embed them with the bundled FID Inception
 (through the shared feature cache); FID/KID/precision/recall against holdout and, apart, against
-training images, with a real-vs-real floor; FRD; MS-SSIM diversity; optionally the checkpoint curve and
-the sampler speed-quality curve; then metrics.json, figures and summary.md.
+training images, with a real-vs-real floor; FRD; MS-SSIM diversity; the classifier two-sample test; optionally the checkpoint curve and
+the sampler speed-quality curve; the classifier two-sample test (evaluation.separability); then metrics.json,
+figures and summary.md.
 Finished work is skipped: the main metrics when their inputs are unchanged (fingerprint), curve points
 per setting (eval/*_curve.json).
 """
@@ -23,6 +24,7 @@ from cspine.rundir import RunDir
 from evaluation import curves, metrics, report
 from evaluation.data import ImageSet, load_real, load_samples
 from evaluation.features import set_features
+from evaluation.separability import c2st_metric
 
 
 def _fingerprint(cfg: RunConfig, run: RunDir) -> str:
@@ -167,6 +169,9 @@ def _main_metrics(cfg: RunConfig, run: RunDir, holdout: ImageSet, train: ImageSe
         if len(s) >= 2:
             div[s.name] = metrics.diversity(s.unit(), ec.diversity_pairs, ec.seed)
     m["diversity"] = div
+    ref_set = holdout if len(holdout) >= 2 else train
+    log(f"evaluate: classifier two-sample test, synthetic vs {ref_set.name}")
+    m["c2st"] = c2st_metric(ref_set, synth, ec.c2st, run.eval / "figures" / "c2st_most_synthetic.png")
     report.plot_examples((holdout if len(holdout) else train).unit(), synth.unit(), run.eval / "figures" / "examples.png")
     report.plot_synthetic(synth.unit(), run.eval / "figures" / "synthetic_examples.png")
     return m

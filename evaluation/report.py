@@ -1,7 +1,7 @@
 """Figures (eval/figures/*.png) and the Markdown snippet (eval/summary.md) of `cspine evaluate`.
 
 The snippet is included by the dataset card: no top-level header, figures referenced as figures/NAME.png.
-Only figures without real pixels may be referenced there (synthetic_examples.png, the curves):
+Only figures without real pixels may be referenced there (synthetic_examples.png, c2st_most_synthetic.png, the curves):
 examples.png puts real held-out radiographs beside synthetic ones for the team and stays in the run folder
 (the release copies allow-listed figures only, release.package.PUBLIC_FIGURES).
 """
@@ -57,6 +57,24 @@ def plot_synthetic(synthetic: np.ndarray, path: Path, n: int = 16) -> None:
         ax.set_xticks([]), ax.set_yticks([])
         ax.axis("on" if k < n else "off")
     fig.suptitle("synthetic images", fontsize=9)
+    _save(fig, path)
+
+
+def plot_most_synthetic(synthetic: np.ndarray, scores: np.ndarray, path: Path) -> None:
+    """The synthetic images the two-sample classifier is surest about (float [0, 1]), with P(synthetic):
+    synthetic images only, so the release may show it."""
+    plt = _plt()
+    n = len(synthetic)
+    cols = min(8, max(n, 1))
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.6 * rows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k < n:
+            ax.imshow(synthetic[k], cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"p={scores[k]:.2f}", fontsize=7)
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.axis("on" if k < n else "off")
+    fig.suptitle("synthetic images the two-sample classifier finds most synthetic", fontsize=9)
     _save(fig, path)
 
 
@@ -176,6 +194,15 @@ def summary_markdown(m: dict) -> str:
         scales = next(iter(div.values()))["scales"]
         lines += ["", f"Diversity, mean pairwise MS-SSIM (lower = more varied; synthetic well above real suggests "
                   f"mode collapse; {scales} scales at this resolution): " + ", ".join(parts) + "."]
+    c = m.get("c2st") or {}
+    if "auc" in c:
+        lines += ["", f"Classifier two-sample test (a small CNN trained to tell synthetic from {c['a']} images, "
+                  f"{c['folds']}-fold cross-validation, {c['n_a']} real / {c['n_b']} synthetic at {c['size']} px): "
+                  f"AUC {c['auc']:.3f}, DeLong 95% {c['ci95'][0]:.3f}-{c['ci95'][1]:.3f} (0.5 = no difference "
+                  "found, 1 = fully separable). The synthetic images it is surest about:",
+                  "", "![most synthetic](figures/c2st_most_synthetic.png)"]
+    elif c.get("skipped"):
+        lines += ["", f"Classifier two-sample test not run: {c['skipped']}."]
     lines.append("")
     lines.append("![synthetic examples](figures/synthetic_examples.png)")
     ck = m.get("checkpoint_curve") or []

@@ -4,7 +4,8 @@ Reads study/study.json, study/answer_key.json and study/responses.sqlite (reader
 statistics of reader_study.stats: identification accuracy per rater and pooled, agreement, realism scores per
 group (real and each synthetic checkpoint) with paired tests and Holm correction, and the MRMC bootstrap.
 Answers of simulated raters (`cspine study simulate`) are analysed only when no real rater has answered, and
-the results then say ``"simulated": true`` in every output.
+the results then say ``"simulated": true`` in every output. summary.md ends with the blinding check of the
+build (study/blinding.json, reader_study.blinding), so the card says whether a shortcut could have picked the real image.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import numpy as np
 
 from cspine import atomic
 from reader_study import stats, store
+from reader_study.blinding import BLINDING_JSON
+from reader_study.blinding import summary_md as blinding_md
 from reader_study.build import StudyPaths, load_study
 from reader_study.design import REAL
 from reader_study.server import responses_csv
@@ -283,5 +286,9 @@ def run_analysis(paths: StudyPaths, n_boot: int, seed: int, alpha: float, includ
     res["figures"] = plot(res, paths.figures)
     atomic.write_text(paths.responses_csv, responses_csv(rows, study["alternatives"]))
     atomic.write_json(paths.results, res)
-    atomic.write_text(paths.summary, summary_md(res))
+    text = summary_md(res)
+    blind = paths.root / BLINDING_JSON
+    if blind.is_file():
+        text += "\n" + blinding_md(json.loads(blind.read_text()))
+    atomic.write_text(paths.summary, text)
     return res

@@ -6,6 +6,8 @@ Writes, in study/:
 
 - ``assets/``          the served images only: ``<random hex>.png``, one encoding for all (reader_study.assets)
 - ``study.json``       what the web app needs: per trial the asset names in display order, k, scale, study id
+- ``blinding.json``    how well simple statistics and a small classifier tell real from synthetic on the served
+                       files; a tell stops the build (reader_study.blinding) unless allowed
 - ``answer_key.json``  apart from what is served: per trial the real position and each image's source
 - ``responses.sqlite`` raters with access codes and trial orders, and later their answers (reader_study.store)
 - ``access_codes.csv``, ``admin_token.txt``  for the organiser (mode 0600)
@@ -34,7 +36,7 @@ from cspine import atomic, rundata
 from cspine.config import RunConfig
 from cspine.gate import read_gate
 from cspine.rundir import RunDir, checkpoint_step
-from reader_study import store
+from reader_study import blinding, store
 from reader_study.assets import encode_png
 from reader_study.design import REAL, DesignError, Trial, make_trials, rater_order
 
@@ -186,7 +188,7 @@ def build_study(cfg: RunConfig, run: RunDir, force: bool = False) -> dict:
     for w in warnings:
         log.warning(w)
     names = {(t.index, p): secrets.token_hex(12) for t in trials for p in range(len(t.alternatives))}
-    warnings += _write_assets(run, paths, index, samples, trials, names, s.image_size)
+    warnings += _write_assets(cfg, run, paths, index, samples, trials, names)
 
     study_id = fp[:16]
     study = {
@@ -232,10 +234,12 @@ def _current_build(paths: StudyPaths, fp: str, force: bool) -> dict | None:
     return None
 
 
-def _write_assets(run: RunDir, paths: StudyPaths, index: pd.DataFrame, samples: pd.DataFrame, trials: list[Trial],
-                  names: dict, size: int) -> list[str]:
+def _write_assets(cfg: RunConfig, run: RunDir, paths: StudyPaths, index: pd.DataFrame, samples: pd.DataFrame,
+                  trials: list[Trial], names: dict) -> list[str]:
     """Encode every image of ``trials`` into study/assets/ as ``names[(trial, position)].png`` (written in a
-    temporary folder renamed into place); returns a warning when real and synthetic native sizes differ."""
+    temporary folder renamed into place only after the blinding check passed on exactly these files);
+    returns a warning when real and synthetic native sizes differ."""
+    size = cfg.study.image_size
     load = _image_loader(run, index, samples, {a.image_id for t in trials for a in t.alternatives if a.kind == REAL})
     shapes: dict[str, set] = {}
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -247,6 +251,7 @@ def _write_assets(run: RunDir, paths: StudyPaths, index: pd.DataFrame, samples: 
             arr = load(alt.kind, alt.image_id)
             shapes.setdefault(alt.kind, set()).add(arr.shape)
             (tmp_assets / f"{name}.png").write_bytes(encode_png(arr, size))
+        blinding.check_served(cfg, paths.root, tmp_assets, trials, names)  # refuses (exit 1) on a tell
         if paths.assets.exists():
             shutil.rmtree(paths.assets)
         os.replace(tmp_assets, paths.assets)

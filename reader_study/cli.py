@@ -1,6 +1,7 @@
 """`cspine study ...`: the expert reader study's subcommands (build, serve, analyze, and organiser tools).
 
-  build       held-out real + synthetic images -> study/ (trials, served images, answer key, access codes)
+  build       held-out real + synthetic images -> study/ (trials, served images, answer key, access codes); first
+              checks on the served files that no simple statistic picks the real image (study/blinding.json)
   serve       the rater web app and admin view (reader_study.server)
   analyze     answers -> study/results.json, summary.md, figures/ (reader_study.analyze)
   add-rater   new raters with fresh access codes
@@ -26,7 +27,8 @@ log = logging.getLogger("cspine.study")
 HELP = """\
 A blinded visual Turing test of the synthetic radiographs (../shared/DESIGN.md, study/).
 Typical use:
-  cspine study build                      # trials, served images, access codes (study/access_codes.csv)
+  cspine study build                      # trials, served images, access codes (study/access_codes.csv);
+                                          # refuses (exit 1) when a simple statistic tells real from synthetic
   cspine study serve                      # on 127.0.0.1; put an HTTPS reverse proxy in front (serve --help)
   cspine study analyze                    # results.json, summary.md, figures/ (re-run any time)
 The answer key (study/answer_key.json) is never read by the server; keep it away from raters.
@@ -69,9 +71,16 @@ def _build(args: argparse.Namespace) -> int:
     from reader_study.build import build_study
 
     cfg, run = open_run(args)
+    if args.allow_tells:
+        cfg.study.blinding.allow_tells = True
     study = build_study(cfg, run, force=args.force)
     print(f"study {study['study_id']}: {study['n_trials']} trials of {study['alternatives']} in {run.study}")
     print(f"access codes: {run.study / 'access_codes.csv'}   answer key (keep private): {run.study / 'answer_key.json'}")
+    blind = run.study / "blinding.json"
+    if blind.is_file():
+        import json
+
+        print(f"blinding check: {json.loads(blind.read_text()).get('verdict', 'disabled')} ({blind})")
     return 0
 
 
@@ -197,6 +206,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = action("build", "build study/ from held-out real images and synthetic samples (skips if built)", _build)
     q.add_argument("--force", action="store_true", help="rebuild even if the same study is built (refused once answers exist)")
+    q.add_argument("--allow-tells", action="store_true",
+                   help="build even when a simple statistic of the served images picks the real one better than chance "
+                        "(the blinding check, study/blinding.json, records the override; default: refuse, exit 1)")
 
     q = action("serve", "serve the rater web app and the admin view (answers go to study/responses.sqlite)", _serve,
                SERVE_HELP)

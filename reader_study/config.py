@@ -11,6 +11,22 @@ from typing import Literal
 from pydantic import Field
 
 from cspine.config import Strict
+from cspine.twosample import C2STConfig
+
+
+class BlindingConfig(Strict):
+    """The blinding check of `cspine study build` (reader_study.blinding): can a simple statistic of the served
+    files, or a small classifier, tell the real image from the synthetic ones?"""
+
+    enabled: bool = Field(True, description="Measure the served images before any rater sees them (study/blinding.json).")
+    alpha: float = Field(0.01, gt=0, lt=1, description="A rule is a tell when its one-sided binomial p, Holm-adjusted over "
+                         "all rules tried, is below this ...")
+    margin: float = Field(0.15, ge=0, lt=1, description="... and its hit rate exceeds chance (1/k) by more than this "
+                          "(0.15: 40% with quartets).")
+    allow_tells: bool = Field(False, description="Build even when a rule finds a tell (recorded in blinding.json; "
+                              "also `cspine study build --allow-tells`). The study then measures the tell, not the anatomy.")
+    c2st: C2STConfig = Field(default_factory=C2STConfig, description="Classifier two-sample test on the served images "
+                             "(reported, not gated: a weak generator is separable without any shortcut).")
 
 
 class StudyConfig(Strict):
@@ -33,6 +49,7 @@ class StudyConfig(Strict):
     allow_fewer_trials: bool = Field(
         False, description="Build as many trials as the images allow (with a warning) instead of stopping when T cannot be filled.",
     )
+    blinding: BlindingConfig = Field(default_factory=BlindingConfig)
     skip_audit_excluded: bool = Field(
         True, description="Leave out the synthetic images the privacy audit excluded from the release (its gate's "
         "`excluded`, audit/summary.json), when an audit exists.",

@@ -36,7 +36,7 @@ META_COLUMNS = ["image_id", "seed", "scheduler", "steps", "checkpoint"]
 #: stays in the run folder for the team.
 PUBLIC_FIGURES = {
     "audit": ("distances.png", "dcr.png"),
-    "eval": ("synthetic_examples.png", "checkpoint_curve.png", "sampler_curve.png"),
+    "eval": ("synthetic_examples.png", "checkpoint_curve.png", "sampler_curve.png", "c2st_most_synthetic.png"),
     "study": ("accuracy_per_rater.png", "realism_scores.png"),
 }
 

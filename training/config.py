@@ -33,7 +33,7 @@ class DataConfig(Strict):
         "folder: any folder of DICOM/PNG/JPEG files."
     )
     path: Path = Field(description="Input folder (for phantom, where demo-data writes it).")
-    resolution: int = Field(64, ge=8, description="Model resolution: images are padded to square and resized to this.")
+    resolution: int = Field(64, ge=8, description="Model resolution: images are cropped square around the spine (never padded) and resized to this.")
     holdout_fraction: float = Field(0.15, ge=0.0, lt=1.0, description="Share of cases kept out of training.")
     max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0, description="Fail when more than this share of files is bad.")
     max_image_pixels: int = Field(100_000_000, ge=1, description="Larger images are rejected as decompression bombs.")

@@ -47,7 +47,17 @@ def test_evaluate_writes_metrics_figures_and_resumes(fake_run, cache_env, capsys
     assert m["sampler_curve"]["device"] == pts[0]["device"]
     rec = m["sampler_curve"]["recommended"]
     assert rec["reference"] == {k: rec["reference"][k] for k in rec["reference"]} and rec["reference"]["steps"] == 12
-    for name in ("examples", "synthetic_examples", "checkpoint_curve", "sampler_curve"):
+    # the classifier two-sample test: AUC in its interval; its figure shows synthetic images only
+    c = m["c2st"]
+    assert c["n_a"] == 10 and c["n_b"] == 10 and c["a"] == "holdout" and c["ci95"][0] <= c["auc"] <= c["ci95"][1]
+    import pandas as pd
+
+    synthetic_ids = set(pd.read_parquet(fake_run.samples_table)["image_id"].astype(str))
+    assert c["most_synthetic"] and {r["image_id"] for r in c["most_synthetic"]} <= synthetic_ids
+    ps = [r["p_synthetic"] for r in c["most_synthetic"]]
+    assert ps == sorted(ps, reverse=True)
+    assert "figures/c2st_most_synthetic.png" in (fake_run.eval / "summary.md").read_text()
+    for name in ("examples", "synthetic_examples", "checkpoint_curve", "sampler_curve", "c2st_most_synthetic"):
         assert (fake_run.eval / "figures" / f"{name}.png").stat().st_size > 1000
     summary = (fake_run.eval / "summary.md").read_text()
     assert not summary.startswith("# ") and "figures/sampler_curve.png" in summary and "Recommended default" in summary

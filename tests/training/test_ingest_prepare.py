@@ -1,5 +1,5 @@
 """`prepare` end to end on small real folders: index contract, pixel cache, split, duplicates, bad files,
-keypoints through resize + pad, no DICOM text in the outputs, skip on re-run, and the CLI."""
+keypoints through the crop and resize, no DICOM text in the outputs, skip on re-run, and the CLI."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from cspine.rundir import INDEX_COLUMNS, RunDir
 from training.ingest.errors import IngestError
 from training.ingest.labels import KEYPOINT_LABELS
 from training.ingest.prepare import prepare
-from training.ingest.resize import fit_square, plan_fit
+from training.ingest.resize import anatomy_centre, fit_square, plan_fit
 from training.ingest.split import assign_splits
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,31 +66,45 @@ def test_split_tiny_run_gets_both_sides():
 
 # -- resize + keypoints -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("h,w", [(300, 180), (120, 330), (64, 64)])
-def test_resize_keeps_aspect_and_maps_points(h, w):
-    img = np.zeros((h, w), np.float32)
+@pytest.mark.parametrize("h,w,centre", [(300, 180, None), (120, 330, None), (64, 64, None), (300, 180, (90.0, 60.0)),
+                                         (120, 330, (300.0, 50.0))])
+def test_crop_keeps_scale_and_maps_points(h, w, centre):
+    img = np.full((h, w), 0.2, np.float32)
     y, x = np.mgrid[0:h, 0:w]
-    pts = [(0.7 * w, 0.25 * h), (0.2 * w, 0.8 * h)]
+    side = min(h, w)
+    # the crop: centred on `centre` (or the image centre) along the long side, inside the image
+    cx0, cy0 = centre or ((w - 1) / 2, (h - 1) / 2)
+    x0 = 0 if w == side else int(np.clip(round(cx0 + 0.5 - side / 2), 0, w - side))
+    y0 = 0 if h == side else int(np.clip(round(cy0 + 0.5 - side / 2), 0, h - side))
+    pts = [(x0 + 0.7 * side, y0 + 0.25 * side), (x0 + 0.2 * side, y0 + 0.8 * side)]
     for px, py in pts:
-        img += np.exp(-((x - px) ** 2 + (y - py) ** 2) / (2 * (max(h, w) / 40) ** 2))
-    cached, fit = fit_square(np.clip(img, 0, 1), 64)
+        img += 0.7 * np.exp(-((x - px) ** 2 + (y - py) ** 2) / (2 * (max(h, w) / 40) ** 2))
+    cached, fit = fit_square(np.clip(img, 0, 1), 64, centre)
     assert cached.shape == (64, 64) and cached.dtype == np.uint16
-    assert abs(fit.new_width / fit.new_height - w / h) < 0.05
+    assert (fit.crop_x, fit.crop_y, fit.side) == (x0, y0, side)
     for px, py in pts:
+        assert fit.inside(px, py)
         cx, cy = fit.point(px, py)
         win = cached[int(cy) - 3:int(cy) + 4, int(cx) - 3:int(cx) + 4].astype(float)
         wy, wx = np.unravel_index(np.argmax(win), win.shape)
         assert abs(int(cx) - 3 + wx - cx) <= 1.0 and abs(int(cy) - 3 + wy - cy) <= 1.0
-    # padding is black
-    if fit.pad_x:
-        assert cached[:, : fit.pad_x - 1].max() == 0
-    if fit.pad_y:
-        assert cached[: fit.pad_y - 1].max() == 0
+    # nothing is padded: no pixel of the cache is darker than the image's background
+    assert cached.min() >= 0.19 * 65535
+    # and the crop is the image itself, resized: compare with an independent Lanczos resize of the crop
+    crop = np.clip(img, 0, 1)[y0:y0 + side, x0:x0 + side]
+    ref = np.asarray(Image.fromarray(crop.astype(np.float32), mode="F").resize((64, 64), Image.Resampling.LANCZOS,
+                                                                              reducing_gap=3.0))
+    assert np.abs(cached / 65535.0 - np.clip(ref, 0, 1)).max() < 1e-4
 
 
-def test_plan_fit_centres_the_short_side():
+def test_plan_fit_centres_the_crop_on_the_anatomy_and_stays_inside():
     f = plan_fit(200, 400, 64)
-    assert (f.new_width, f.new_height, f.pad_x, f.pad_y) == (32, 64, 16, 0)
+    assert (f.side, f.crop_x, f.crop_y) == (200, 0, 100)
+    assert plan_fit(200, 400, 64, centre=(50.0, 10.0)).crop_y == 0  # clamped at the top
+    assert plan_fit(200, 400, 64, centre=(50.0, 399.0)).crop_y == 200  # and at the bottom
+    assert plan_fit(200, 400, 64, centre=(50.0, 149.5)).crop_y == 50
+    assert anatomy_centre({"a": (10.0, 20.0), "b": (30.0, 100.0)}) == (20.0, 60.0)
+    assert anatomy_centre(None) is None
 
 
 def _csxa_folder(root: Path, images: dict[str, np.ndarray], points: dict[str, dict], json_size=None, sheet=True):
@@ -110,7 +124,7 @@ def _csxa_folder(root: Path, images: dict[str, np.ndarray], points: dict[str, di
                       "Curvature": [(i % 5) + 1 for i in range(len(images))]}).to_csv(root / "meta.csv", index=False)
 
 
-def test_csxa_keypoints_land_on_their_dot_after_resize_and_pad(tmp_path):
+def test_csxa_keypoints_land_on_their_dot_after_crop_and_resize(tmp_path):
     h, w = 300, 180
     y, x = np.mgrid[0:h, 0:w]
     kp = {label: (20 + (i % 5) * 30.0, 15 + i * 12.0) for i, label in enumerate(KEYPOINT_LABELS)}
@@ -124,6 +138,9 @@ def test_csxa_keypoints_land_on_their_dot_after_resize_and_pad(tmp_path):
     run = RunDir(cfg.resolved_run_dir)
     report = prepare(cfg, run, workers=1, progress=False)
     assert report["json_size_mismatch"] == 2
+    # the keypoints span y 15..279 of a 300 x 180 image: the 180 px crop centred on them (y 57..236) leaves
+    # the top and bottom ones out, which the report says for both annotated images
+    assert report["warnings_by_kind"]["keypoints_outside_crop"] == 2
     idx = pd.read_parquet(run.index)
     px = np.load(run.pixels)
     row = idx[idx.image_id == "100101"].iloc[0]

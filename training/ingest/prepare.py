@@ -2,7 +2,8 @@
 
 Reads only the input folder; writes only ``data/``:
 
-    data/pixels.npy          uint16 [N, R, R], every kept image resized (aspect kept, padded) to R = data.resolution
+    data/pixels.npy          uint16 [N, R, R], every kept image cropped square around the spine (its keypoints'
+                             centre, else the image centre; never padded, see ``resize``) and resized to R = data.resolution
     data/index.parquet       INDEX_COLUMNS; ``cache_row`` is the row of pixels.npy; ``labels`` is JSON
     data/ingest_report.json  skipped files with reasons, duplicates, warnings, counts
 
@@ -35,15 +36,15 @@ from training.ingest.decode import decode_file
 from training.ingest.errors import BadFile, IngestError
 from training.ingest.folder import folder_cases, list_folder
 from training.ingest.report import build_report
-from training.ingest.resize import fit_square
+from training.ingest.resize import anatomy_centre, fit_square
 from training.ingest.split import assign_splits
 
 log = logging.getLogger("cspine.prepare")
 
 
-def _process(job: tuple[str, int, int]) -> dict[str, Any]:
+def _process(job: tuple[str, int, int, tuple[float, float] | None]) -> dict[str, Any]:
     """Worker: decode one file and fit it into the cache resolution (pure in its arguments)."""
-    path, max_pixels, size = job
+    path, max_pixels, size, centre = job
     try:
         dec = decode_file(path, max_pixels)
     except BadFile as bad:
@@ -52,13 +53,13 @@ def _process(job: tuple[str, int, int]) -> dict[str, Any]:
         return {"ok": False, "reason": "decompression_bomb", "detail": "out of memory while decoding"}
     except Exception as err:  # a decoder bug must not take the whole run down
         return {"ok": False, "reason": "unreadable_image", "detail": f"{type(err).__name__}: {err}"}
-    cached, fit = fit_square(dec.pixels, size)
+    cached, fit = fit_square(dec.pixels, size, centre)
     return {"ok": True, "sha256": dec.sha256, "pixels": cached, "fit": fit, "kind": dec.kind, "group": dec.group,
             "width": dec.width, "height": dec.height}
 
 
 def _decode_all(items: list[Item], max_pixels: int, size: int, workers: int, progress: bool) -> list[dict]:
-    jobs = [(str(it.path), max_pixels, size) for it in items]
+    jobs = [(str(it.path), max_pixels, size, anatomy_centre(it.keypoints)) for it in items]
     return map_with_progress(_process, jobs, workers, "prepare", progress, min_parallel=32)
 
 
@@ -168,13 +169,19 @@ def prepare(cfg, run: RunDir, workers: int | None = None, progress: bool = True)
     for row, i in enumerate(keep):
         item, res = items[i], results[i]
         pixels[row] = res["pixels"]
+        fit = res["fit"]
+        outside = [k for k, (x, y) in (item.keypoints or {}).items() if not fit.inside(x, y)]
+        if outside:
+            warnings.append({"file": item.rel, "warning": "keypoints_outside_crop",
+                             "detail": f"{len(outside)} keypoints outside the square crop ({', '.join(outside[:3])}"
+                                       f"{', ...' if len(outside) > 3 else ''}); kept with coordinates outside 0..{size}"})
         rows.append({
             "image_id": item.image_id,
             "source": item.rel,
             "sha256": res["sha256"],
             "split": splits[item.case_id],
             "case_id": item.case_id,
-            "labels": _labels(item, res["fit"]),
+            "labels": _labels(item, fit),
             "width": res["width"],
             "height": res["height"],
             "cache_row": row,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from training.ingest.errors import REASONS
 
 #: Bump when the cache contents would change for the same inputs and config.
-INGEST_VERSION = "ingest-3"  # 3: folder case ids are digests of the patient, not positions
+INGEST_VERSION = "ingest-4"  # 4: square crop around the spine, no zero padding; 3: folder case ids are digests
 
 
 def build_report(

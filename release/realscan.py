@@ -14,8 +14,9 @@ data/index.parquet). It finds them wherever they hide:
   so a matplotlib figure with a row of real thumbnails, at any scale and with gaps and labels, is checked
   tile by tile.
 
-Matching. A candidate (a whole image or a tile) is padded to a centred square, as ``cspine prepare`` pads
-its cache, and then:
+Matching. A candidate (a whole image or a tile) that is not square is tried as each of its square views
+(:func:`square_views`: padded to its long side, and windows of its short side along it, since ``cspine
+prepare`` crops a square around the spine), and then:
 
 1. Retrieval: Pearson correlation of 32x32 area-downsampled, intensity-normalised pixels with every real
    image (one matrix product); the ``top_k`` real images with ``|r| >= retrieve_min`` go on (a cheap prune:
@@ -349,6 +350,19 @@ def pad_square(img: np.ndarray) -> np.ndarray:
     return out
 
 
+def square_views(img: np.ndarray, positions: int = 5) -> list[np.ndarray]:
+    """The square versions of ``img`` a real cache row may correspond to: padded to its long side (how
+    ingestion used to make images square), and windows of its short side at ``positions`` places along the
+    long side (how `cspine prepare` crops now: a square around the spine, wherever it lies)."""
+    h, w = img.shape
+    if h == w:
+        return [img]
+    s, slack = min(h, w), abs(h - w)
+    offsets = sorted({round(slack * k / (positions - 1)) for k in range(positions)})
+    crops = [img[o:o + s, :] if h > w else img[:, o:o + s] for o in offsets]
+    return [pad_square(img), *crops]
+
+
 def _resize(img: np.ndarray, side: int) -> np.ndarray:
     """Area (box-filter) resize of a square float image to ``side`` x ``side``."""
     if img.shape[0] == side:
@@ -576,23 +590,34 @@ def scan_images(
             if float(part.max() - part.min()) < 1e-6 or not len(index.ids):
                 continue
             res.candidates += 1
-            cand = pad_square(part)
-            r = (_zscore(_resize(cand, 32)[None]) @ index.retrieval.T)[0]
-            rows = np.argsort(-np.abs(r))[: th.top_k]
-            rows = rows[np.abs(r[rows]) >= th.retrieve_min]
-            if not len(rows):
-                continue
-            res.verified += 1
-            row, score, inverted = _verify(cand, index, rows, th)
-            if score < th.min_score:
-                continue
-            dist = int(np.count_nonzero(_phash(-cand if inverted else cand) != index.phash[row]))
-            if dist <= th.max_phash:
-                found.append((Hit(file, label, index.ids[row], round(score, 4), dist, "near"), (x0, y0, x1, y1)))
+            retrieved = False
+            for cand in square_views(part):
+                aligned, hit = _match(cand, index, th)
+                retrieved |= aligned
+                if hit is not None:
+                    row, score, dist = hit
+                    found.append((Hit(file, label, index.ids[row], round(score, 4), dist, "near"), (x0, y0, x1, y1)))
+                    break
+            res.verified += retrieved
         res.hits += _dedupe(found)
     res.files = len(files)
     res.seconds = round(time.perf_counter() - t0, 3)
     return res
+
+
+def _match(cand: np.ndarray, index: RealIndex, th: Thresholds) -> tuple[bool, tuple[int, float, int] | None]:
+    """Whether the square ``cand`` passed retrieval (and was aligned), and (real row, score, pHash bits) when
+    it is a copy of a real image."""
+    r = (_zscore(_resize(cand, 32)[None]) @ index.retrieval.T)[0]
+    rows = np.argsort(-np.abs(r))[: th.top_k]
+    rows = rows[np.abs(r[rows]) >= th.retrieve_min]
+    if not len(rows):
+        return False, None
+    row, score, inverted = _verify(cand, index, rows, th)
+    if score < th.min_score:
+        return True, None
+    dist = int(np.count_nonzero(_phash(-cand if inverted else cand) != index.phash[row]))
+    return True, ((row, score, dist) if dist <= th.max_phash else None)
 
 
 def _dedupe(found: list[tuple[Hit, tuple[int, int, int, int]]]) -> list[Hit]:

@@ -33,14 +33,10 @@ Check every file of DIR against DIR/manifest.json (sha256, size, Parquet row cou
 unlisted files; exit 1 naming each bad file."""
 
 
-def _package_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=None, help="processes reading images (default: release.workers)")
-
-
 def _package_run(cfg, run, args) -> dict:
     from release.package import package
 
-    return package(cfg, run, workers=args.workers)
+    return package(cfg, run)
 
 
 def _package_summary(m: dict, cfg, run) -> str:
@@ -99,7 +95,7 @@ def _verify_summary(folder: Path, cfg, run) -> str:
     return f"verify: {folder} matches its manifest"
 
 
-PACKAGE = Command(PACKAGE_HELP, _package_run, _package_summary, _package_arguments)
+PACKAGE = Command(PACKAGE_HELP, _package_run, _package_summary)
 # Publishing always runs (it is idempotent and cheap): each time it re-checks the release against the audit.
 PUBLISH = Command(PUBLISH_HELP, _publish_run, _publish_summary, _publish_arguments, _publish_configure,
                   reruns=lambda args: True)

@@ -27,7 +27,6 @@ class ReleaseConfig(Strict):
     model_repo: str = Field("owner/synthetic-cspine-ddpm", description="Hub model repo id (owner/name).")
     shard_size_mb: float = Field(500, gt=0, description="Target Parquet shard size in MB (1e6 bytes).")
     rows_per_row_group: int = Field(100, ge=1, description="Rows per Parquet row group; small groups keep the Hub's dataset viewer fast.")
-    workers: int = Field(0, ge=0, description="Processes that read and check the released images (0: every core).")
     local_hub: Path | None = Field(
         Path("hub"),
         description="Without a token, publish here: <local_hub>/<owner>/<name>, readable by load_dataset(path) and from_pretrained(path).",

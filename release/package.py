@@ -229,7 +229,7 @@ def _snippet(path: Path, prefix: str, needles: set[str], allowed: tuple[str, ...
     return leaks.redact(render.include_snippet(text, prefix), needles)
 
 
-def package(cfg, run: RunDir, workers: int | None = None) -> dict:
+def package(cfg, run: RunDir) -> dict:
     """Write release/dataset and release/model for ``run``; return the dataset manifest."""
     rc = cfg.release
     gate = audit.read_gate(run)
@@ -267,8 +267,7 @@ def package(cfg, run: RunDir, workers: int | None = None) -> dict:
     if (ds_dir / manifest.MANIFEST).exists() and any(not (j.path.is_file() and shards.shard_fingerprint(j.path) == j.fingerprint) for j in jobs):
         (ds_dir / manifest.MANIFEST).unlink()  # the release is about to change: it is unfinished until re-listed
     try:
-        n_written = shards.write_shards(jobs, features, rc.rows_per_row_group, shards.resolve_workers(
-            rc.workers if workers is None else workers))
+        n_written = shards.write_shards(jobs, features, rc.rows_per_row_group)
     except ValueError as err:  # a sample PNG with metadata chunks, or not a PNG
         raise PackageError(str(err)) from None
     log.info("shards: %d written, %d already complete", n_written, len(jobs) - n_written)

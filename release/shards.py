@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import pandas as pd
 import pyarrow as pa
@@ -30,8 +28,6 @@ from cspine import atomic
 
 FORMAT_VERSION = 1
 META_KEY = b"cspine"
-#: Start method of the PNG encoder processes (environment CSPINE_MP_START overrides it).
-MP_START = os.environ.get("CSPINE_MP_START", "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
 
 
 def shard_name(k: int, n: int, split: str = "train") -> str:
@@ -153,37 +149,19 @@ def write_shard(job: ShardJob, images: list[bytes], features, rows_per_group: in
             os.fsync(fh.fileno())
 
 
-def image_batches(jobs: list[ShardJob], workers: int) -> Iterator[tuple[ShardJob, list[bytes]]]:
-    """The checked PNG bytes of each job's images, read on ``workers`` processes (1: in this process)."""
-    if workers <= 1:
-        for job in jobs:
-            yield job, [release_png(f) for f in job.files]
-        return
-    # fork starts instantly; the workers run only file reads, so threads of the parent (torch, tqdm) are no hazard.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(MP_START)) as pool:
-        for job in jobs:
-            chunk = max(1, len(job.files) // (workers * 4))
-            yield job, list(pool.map(release_png, job.files, chunksize=chunk))
-
-
-def write_shards(jobs: list[ShardJob], features, rows_per_group: int, workers: int) -> int:
-    """Write the shards that are missing or stale; return how many were written."""
+def write_shards(jobs: list[ShardJob], features, rows_per_group: int) -> int:
+    """Write the shards that are missing or stale; return how many were written. Images are read in this
+    process: they are copied as they are, not encoded, so worker processes would only add their start-up."""
     todo = [j for j in jobs if not (j.path.is_file() and shard_fingerprint(j.path) == j.fingerprint)]
     if not todo:
         return 0
     bar = tqdm(total=sum(len(j.files) for j in todo), desc="package: shards", unit="img")
-    for job, images in image_batches(todo, workers):
+    for job in todo:
+        images = [release_png(f) for f in job.files]
         write_shard(job, images, features, rows_per_group)
         bar.update(len(images))
     bar.close()
     return len(todo)
-
-
-def resolve_workers(workers: int) -> int:
-    """``workers``, or every core this process may use when it is 0."""
-    if workers > 0:
-        return workers
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def uncompressed_bytes(path: Path) -> int:

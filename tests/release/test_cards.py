@@ -19,7 +19,7 @@ SECTIONS = ["## Summary", "## How it was made", "## Intended uses", "## Out-of-s
 
 
 def _package(run, config=None):
-    assert cspine(["package", "--config", str(run.config), "--workers", "1"]) == 0
+    assert cspine(["package", "--config", str(run.config)]) == 0
 
 
 def _figure_links(md: str) -> list[str]:

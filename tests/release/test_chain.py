@@ -30,7 +30,7 @@ def test_local_publish_and_printed_lines_work(audited_run, tmp_path, monkeypatch
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     run = audited_run
     hub = tmp_path / "hub"
-    assert cspine(["package", *_common(run, hub), "--workers", "1"]) == 0
+    assert cspine(["package", *_common(run, hub)]) == 0
     capsys.readouterr()
     assert cspine(["publish", *_common(run, hub)]) == 0
     out = capsys.readouterr().out
@@ -78,7 +78,7 @@ def test_publish_without_package_or_target_says_what_to_do(audited_run, tmp_path
     common = _common(audited_run)
     assert cspine(["publish", *common]) == 2  # nothing packaged yet
     assert "cspine package" in capsys.readouterr().err
-    assert cspine(["package", *common, "--workers", "1"]) == 0
+    assert cspine(["package", *common]) == 0
     assert cspine(["publish", *common, "--set", "release.local_hub=null"]) == 2
     assert "local_hub" in capsys.readouterr().err
     assert cspine(["publish", *common, "--hub"]) == 2  # asked for the Hub, but there is no token

@@ -100,7 +100,7 @@ def test_publish_to_loopback_hub_and_read_back(audited_run, hub, tmp_path):
     run = audited_run
     config = run.config
     write_eval_and_study(run)
-    assert cspine(["package", "--config", str(config), "--workers", "1", "--set", "release.shard_size_mb=0.05"]) == 0
+    assert cspine(["package", "--config", str(config), "--set", "release.shard_size_mb=0.05"]) == 0
     n = len(__import__("pandas").read_parquet(run.samples_table)) - len(audit_summary(run)["excluded"])
 
     out, log1 = _client(hub, tmp_path, "first", config, run)
@@ -118,7 +118,7 @@ def test_publish_to_loopback_hub_and_read_back(audited_run, hub, tmp_path):
     # ours are deleted in it, a file someone else put in the repo stays
     plant_training_copy(run, "final-000010", train_row=1)
     assert audit(run, "--exclude-flagged") == 0 and "final-000010" in audit_summary(run)["excluded"]
-    assert cspine(["package", "--config", str(config), "--workers", "1", "--set", "release.shard_size_mb=0.02"]) == 0
+    assert cspine(["package", "--config", str(config), "--set", "release.shard_size_mb=0.02"]) == 0
     out2, log2 = _client(hub, tmp_path, "changed", config, run)
     assert out2["after_first"] == [4, 3]  # the owner's upload, then ours; the model card changed too
     local = sorted(p.relative_to(run.release_dataset).as_posix() for p in run.release_dataset.rglob("*") if p.is_file())

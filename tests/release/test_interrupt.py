@@ -38,7 +38,7 @@ sys.exit(main(sys.argv[2:]))
 
 def test_kill_mid_shard_then_rerun(audited_run, tmp_path, demo_config):
     run = audited_run
-    args = ["package", "--config", str(run.config), "--workers", "1",
+    args = ["package", "--config", str(run.config),
             "--set", "release.shard_size_mb=0.02"]
     flag = tmp_path / "hanging"
     proc = subprocess.Popen([sys.executable, "-c", HANG, str(flag), *args], cwd=REPO,

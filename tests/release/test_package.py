@@ -19,7 +19,7 @@ from tests.release.conftest import PLANTED, audit, audit_summary, plant_training
 
 def package(run, config=None, *extra):
     """`cspine package` with the run's own config (the one its records were made with)."""
-    return cspine(["package", "--config", str(run.config), "--workers", "2", *extra])
+    return cspine(["package", "--config", str(run.config), *extra])
 
 
 def test_shards_load_with_datasets_and_match_samples(audited_run, demo_config):

@@ -59,7 +59,7 @@ def prepared(tmp_path_factory) -> RunDir:
     run = RunDir(root / "run")
     rc = cspine(["prepare", "--config", str(REPO / "configs" / "demo.yaml"), "--run-dir", str(run.root),
                  "--set", "data.source=folder", "--set", f"data.path={raw}", "--set", f"data.resolution={R}",
-                 "--set", "data.holdout_fraction=0.3", "--workers", "1", "--no-progress"])
+                 "--set", "data.holdout_fraction=0.3", "--no-progress"])
     assert rc == 0
     return run
 

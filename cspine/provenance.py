@@ -7,7 +7,8 @@ stages themselves only declare their inputs and outputs. Each stage writes ``STA
      "inputs": {<label>: <fingerprint>}, "outputs": {<label>: <fingerprint>}, "started": ..., "finished": ...}
 
 A fingerprint is the sha256 of a file's bytes, or for a set of files a mapping {relative path: sha256}
-(so the audit's record lists every sample image it covered, and release checks can look an image up).
+(so the audit's record lists every sample image it covered, and release checks can look an image up); the
+stage table computes them with cspine.rundata.
 The one exception is a run's *source* folder (outside the run, possibly terabytes): it is fingerprinted by
 relative path, size and modification time, as make and rsync do; everything inside the run by content.
 
@@ -30,29 +31,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cspine import atomic
-from cspine.hashing import sha256_file
 
 RECORD = "record.json"
 #: Packages whose versions every record notes (what made the bytes).
 VERSIONED = ("synthetic-cspine", "torch", "diffusers", "accelerate", "numpy", "pillow", "datasets", "imagehash")
-
-Fingerprint = Any  # str (sha256 / "missing") or {relpath: sha256}
-
-
-def file_fp(path: Path) -> str:
-    """sha256 of a file, or "missing"."""
-    return sha256_file(path) if Path(path).is_file() else "missing"
-
-
-def files_fp(folder: Path, pattern: str = "*") -> dict[str, str]:
-    """{relative posix path: sha256} of the files under ``folder`` matching ``pattern`` (recursive, sorted);
-    temporary ``.tmp-*`` files and records are left out."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return {}
-    return {p.relative_to(folder).as_posix(): sha256_file(p)
-            for p in sorted(folder.rglob(pattern))
-            if p.is_file() and not p.name.startswith(".tmp-") and p.name != RECORD}
 
 
 def stat_fp(folder: Path) -> str:

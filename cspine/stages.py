@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import Field, create_model
+from pydantic import Field, create_model, model_validator
 
 from cspine import provenance as prov
 from cspine import rundata
 from cspine.config import RunConfig, load_config_file
 from cspine.errors import StageError
-from cspine.rundir import RunDir
+from cspine.rundir import RunDir, checkpoint_step
 from evaluation import cli as evaluation_cli
 from evaluation.config import EvaluateConfig
 from privacy import cli as privacy_cli
@@ -69,6 +69,21 @@ class Stage:
     def config_of(self, cfg) -> dict:
         """The config a stage's record keeps: its own sections plus the run seed."""
         return {"seed": cfg.seed, **{s: getattr(cfg, s).model_dump(mode="json") for s in self.sections}}
+
+    def view(self, cfg):
+        """What the stage's run function gets: the run keys (name, seed, run_dir) and its own sections only, so
+        its record (:meth:`config_of`) holds every key it can read; reading another stage's section is an
+        AttributeError, not a silent dependency."""
+        model = _views.get(self.sections)
+        if model is None:
+            model = create_model(f"{''.join(p.title() for p in self.name.split('-'))}StageConfig", __base__=RunConfig,
+                                 **{s: (SECTIONS[s][0], ...) for s in self.sections})
+            _views[self.sections] = model
+        return model.model_construct(name=cfg.name, seed=cfg.seed, run_dir=cfg.run_dir,
+                                     **{s: getattr(cfg, s) for s in self.sections})
+
+
+_views: dict[tuple[str, ...], type] = {}
 
 
 # -- inputs and outputs of each stage (all by content, cspine.rundata) ----------------------------------------
@@ -149,8 +164,19 @@ SECTIONS: dict[str, tuple[type, bool]] = {
 }
 assert {s for st in STAGES for s in st.sections} <= set(SECTIONS), "a stage owns a section that is not composed"
 
+def _kept_checkpoints(cfg):
+    """Across sections: every "step-N" that sampling reads must be a checkpoint training keeps."""
+    missing = [c for c in cfg.sample.checkpoints
+               if (step := checkpoint_step(c)) is not None and step not in cfg.train.keep_steps]
+    if missing:
+        raise ValueError(f"sample.checkpoints names {missing}, which training may prune: add their steps to "
+                         "train.keep_steps")
+    return cfg
+
+
 Config = create_model(
     "Config", __base__=RunConfig, __doc__="The whole run config: the run keys plus one section per stage.",
+    __validators__={"kept_checkpoints": model_validator(mode="after")(_kept_checkpoints)},
     **{name: ((model, ...) if required else (model, Field(default_factory=model)))
        for name, (model, required) in SECTIONS.items()},
 )
@@ -254,7 +280,7 @@ def execute(stage: Stage, cfg, run: RunDir, args: argparse.Namespace) -> Outcome
     """Run ``stage`` on ``run`` under its provenance record (see the module docstring). The options in
     ``args`` may ask for a re-run although it is up to date (``Command.reruns``) or for a restart."""
     t0 = time.perf_counter()
-    if stage.folder is None:  # a tool: no record
+    if stage.folder is None:  # a tool: no record, no config
         result = stage.command.run(cfg, run, args)
         return Outcome(stage.name, True, result, seconds=time.perf_counter() - t0,
                        summary=stage.command.summary(result, cfg, run))
@@ -294,7 +320,7 @@ def execute(stage: Stage, cfg, run: RunDir, args: argparse.Namespace) -> Outcome
     if dist.main:
         prov.write_record(folder, stage.name, stage.config_of(cfg), inputs_now, None, started)
     dist.wait()
-    result = stage.command.run(cfg, run, args)
+    result = stage.command.run(stage.view(cfg), run, args)
     dist.wait()
     if dist.main:
         prov.write_record(folder, stage.name, stage.config_of(cfg), inputs_now, stage.outputs(cfg, run), started,

@@ -98,3 +98,23 @@ def test_every_release_stage_has_a_record_folder_and_sections():
         assert s.folder is not None, s.name
         assert set(s.sections) <= set(stages.SECTIONS), s.name
         assert all(n in [t.name for t in stages.STAGES] for n in s.needs), s.name
+
+
+def test_a_stage_reads_only_its_own_sections(fake_run):
+    cfg = stages.load_config(fake_run.config)
+    view = stages.by_name("train").view(cfg)
+    assert view.train == cfg.train and view.model == cfg.model and view.seed == cfg.seed
+    for other in ("sample", "data", "audit", "release"):
+        with pytest.raises(AttributeError):
+            getattr(view, other)
+    # so the record's config (its sections and the seed) is everything the stage could have read
+    assert set(stages.by_name("train").config_of(cfg)) == {"seed", "model", "train"}
+
+
+def test_a_sampled_checkpoint_must_be_kept_by_training(fake_run):
+    from cspine.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.keep_steps"):
+        stages.load_config(fake_run.config, {"sample.checkpoints": ["step-5", "final"]})
+    cfg = stages.load_config(fake_run.config, {"sample.checkpoints": ["step-5", "final"], "train.keep_steps": [5]})
+    assert cfg.train.keep_steps == [5]

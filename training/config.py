@@ -109,7 +109,11 @@ class TrainConfig(Strict):
         'the noise (training/precision.py); or exactly "no" (also "fp32"), "bf16" or "fp16" (CUDA; bf16 on a CPU).',
     )
     checkpoint_every: int = Field(100, ge=1, description="Save a resumable checkpoint every N steps.")
-    keep_checkpoints: int = Field(3, ge=1, description="Keep the newest N checkpoints (plus any listed in sample.checkpoints).")
+    keep_checkpoints: int = Field(3, ge=1, description="Keep the newest N checkpoints (plus those in keep_steps).")
+    keep_steps: list[int] = Field(
+        [], description="Checkpoint steps never pruned: every step-N that sample.checkpoints names must be here "
+        "(the composed config checks it), so training keeps what sampling will read.",
+    )
     sample_every: int = Field(100, ge=1, description="Write a sample grid PNG (model/grids/) every N steps and at the end.")
     grid_images: int = Field(16, ge=1, description="Images in each grid (EMA weights).")
     grid_steps: int = Field(25, ge=1, description="DDPM (ancestral) steps used for the periodic grids.")
@@ -139,6 +143,7 @@ class SampleConfig(Strict):
     shard_size: int = Field(64, ge=1, description="Images per resumable shard.")
     bit_depth: Literal[8, 16] = Field(16, description="PNG bit depth of the written samples.")
     seed: int | None = Field(None, description="Sampling seed (default: the run seed).")
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads while sampling (default: torch's choice).")
 
     @field_validator("checkpoints")
     @classmethod

@@ -138,8 +138,8 @@ def sample(cfg: RunConfig, run: RunDir, progress: bool = True) -> pd.DataFrame:
         for shard in todo:
             if loaded != shard.checkpoint:
                 unet = load_unet(run, shard.checkpoint, device=state.device)
-                if state.device.type == "cpu" and cfg.train.num_threads:
-                    torch.set_num_threads(cfg.train.num_threads)
+                if state.device.type == "cpu" and sc.num_threads:
+                    torch.set_num_threads(sc.num_threads)
                 scheduler = make_scheduler(sc.scheduler, run)
                 loaded = shard.checkpoint
             make_shard(run, shard, unet, scheduler, want)

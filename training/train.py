@@ -42,7 +42,7 @@ import torch
 
 from cspine import atomic
 from cspine.config import RunConfig
-from cspine.rundir import RunDir, checkpoint_step
+from cspine.rundir import RunDir
 from training.checkpoints import (
     export_pipeline, list_checkpoints, read_trainer_state, restore_ema, save_checkpoint,
 )
@@ -353,14 +353,11 @@ def train(
         return TrainResult(tc.max_steps, True, None, None)
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
-    data = load_train_pixels(run)
-    if data.shape[-1] != cfg.data.resolution:
-        raise ValueError(f"{run.pixels}: cached images are {data.shape[-1]} px "
-                         f"but data.resolution is {cfg.data.resolution}")
+    data = load_train_pixels(run)  # the model's resolution is the pixel cache's (prepare's record says which)
     accelerator, precision, record = setup_accelerator(cfg, run, resume, data, accelerator)
     tr = build_trainer(cfg, accelerator, data, precision)
     resume_or_restart(tr, run, resume)
-    protected = {step for c in cfg.sample.checkpoints if (step := checkpoint_step(c)) is not None}
+    protected = set(tc.keep_steps)
 
     images_per_step = tc.batch_size * tc.gradient_accumulation_steps * tr.world
     rate = None

@@ -129,7 +129,8 @@ def test_eight_bit_and_several_checkpoints(fake_run):
     # a step-N checkpoint folder holds unet_ema/ like the pipeline's unet/
     shutil.copytree(fake_run.pipeline / "unet", fake_run.checkpoint(5) / "unet_ema")
     table = stage.sample(cfg_for(fake_run, **{"sample.bit_depth": 8, "sample.num_images": 2,
-                                              "sample.checkpoints": ["step-5", "final"]}), fake_run, progress=False)
+                                              "sample.checkpoints": ["step-5", "final"], "train.keep_steps": [5]}),
+                          fake_run, progress=False)
     assert list(table["image_id"]) == ["step-5-000000", "step-5-000001", "final-000000", "final-000001"]
     assert list(table["checkpoint"]) == ["step-5", "step-5", "final", "final"]
     assert read_gray(fake_run.samples / table["file"][0]).dtype == np.uint8
@@ -139,7 +140,8 @@ def test_eight_bit_and_several_checkpoints(fake_run):
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="sampling settings"):  # changed settings are not silently mixed
         stage.sample(cfg_for(fake_run, **{"sample.bit_depth": 16, "sample.num_images": 2,
-                                          "sample.checkpoints": ["step-5", "final"]}), fake_run, progress=False)
+                                          "sample.checkpoints": ["step-5", "final"], "train.keep_steps": [5]}),
+                     fake_run, progress=False)
 
 
 @pytest.mark.parametrize("name", ["ddpm", "ddim", "dpmsolver++"])

@@ -74,6 +74,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.allow_tells:
         cfg.study.blinding.allow_tells = True
     study = build_study(cfg, run, force=args.force)
+    record_build(cfg, run)
     print(f"study {study['study_id']}: {study['n_trials']} trials of {study['alternatives']} in {run.study}")
     print(f"access codes: {run.study / 'access_codes.csv'}   answer key (keep private): {run.study / 'answer_key.json'}")
     blind = run.study / "blinding.json"
@@ -82,6 +83,19 @@ def _build(args: argparse.Namespace) -> int:
 
         print(f"blinding check: {json.loads(blind.read_text()).get('verdict', 'disabled')} ({blind})")
     return 0
+
+
+def record_build(cfg, run) -> None:
+    """study/record.json, as every stage keeps one (cspine.provenance): the real and synthetic images and the
+    audit the trials were built from, and the files raters will be served."""
+    from cspine import provenance, rundata
+
+    inputs = {**rundata.data_fp(run), "samples": rundata.samples_fp(run),
+              "audit/summary.json": rundata.sha256_memo(run.audit_summary)}
+    outputs = {"study.json": rundata.sha256_memo(run.study / "study.json"), "assets": rundata.files(run.study / "assets"),
+               "blinding.json": rundata.sha256_memo(run.study / "blinding.json")}
+    provenance.write_record(run.study, "study build", {"seed": cfg.seed, "study": cfg.study.model_dump(mode="json")},
+                            inputs, outputs)
 
 
 def _serve(args: argparse.Namespace) -> int:

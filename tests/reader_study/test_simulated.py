@@ -111,6 +111,9 @@ def test_cli_build_simulate_analyze(study_run, capsys):
     assert main(["study", "analyze", *common]) == 2  # not built yet: a one-line error, not a traceback
     assert "run `cspine study build` first" in capsys.readouterr().err
     assert main(["study", "build", *common]) == 0
+    rec = json.loads((study_run.study / "record.json").read_text())  # its provenance, as every stage keeps
+    assert rec["complete"] and rec["outputs"]["assets"] and rec["inputs"]["samples"]["images"]
+    assert rec["config"]["study"]["trials"] == 8
     assert main(["study", "build", *common]) == 0  # skips
     assert main(["study", "analyze", *common]) == 0  # nobody answered yet: says so, writes nothing
     assert not (study_run.study / "results.json").exists()

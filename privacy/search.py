@@ -31,10 +31,13 @@ def _select(dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def hamming_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamming distances [len(a), len(b)] between packed uint64 hash rows (uint16)."""
-    out = np.zeros((len(a), len(b)), dtype=np.uint16)
-    for w in range(a.shape[1]):
-        out += np.bitwise_count(a[:, w, None] ^ b[None, :, w])
+    """Hamming distances [len(a), len(b)] between packed uint64 hash rows: uint8 for one 64-bit word (the
+    count itself, no extra pass), uint16 summed over words for longer hashes."""
+    out = np.bitwise_count(a[:, 0, None] ^ b[None, :, 0])
+    if a.shape[1] > 1:
+        out = out.astype(np.uint16)
+        for w in range(1, a.shape[1]):
+            out += np.bitwise_count(a[:, w, None] ^ b[None, :, w])
     return out
 
 

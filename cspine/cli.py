@@ -29,7 +29,7 @@ def _epilog() -> str:
     lines = ["stages, in pipeline order (each writes STAGE/record.json; ../shared/DESIGN.md):"]
     for s in stages.STAGES:
         lines.append(f"  {s.name:<{width}}  {s.help}  [{s.command.module}]")
-    lines.append(f"  {'study':<{width}}  expert reader study: build trials, serve the rater app, analyze answers "
+    lines.append(f"  {'study':<{width}}  expert reader study: build trials, serve the rater app, analyze answers  "
                  "[reader_study.cli]")
     lines.append(f"  {'release':<{width}}  {RELEASE_HELP}")
     lines.append("tools:")

@@ -142,7 +142,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("package", "Parquet shards, dataset card and model card into release/", release_cli.PACKAGE,
           sections=("release",), folder=lambda cfg, run: run.release, inputs=_package_inputs,
           outputs=lambda cfg, run: rundata.released_fp(run), needs=("audit",)),
-    Stage("publish", "upload release/ to the Hugging Face Hub (or a local hub folder, the default)",
+    Stage("publish", "copy release/ to the local hub folder (default) or upload it to the Hugging Face Hub",
           release_cli.PUBLISH, sections=("release",), folder=lambda cfg, run: run.published,
           inputs=lambda cfg, run: rundata.released_fp(run), needs=("package",)),
 )

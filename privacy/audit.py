@@ -22,6 +22,7 @@ import pandas as pd
 
 from cspine.feature_cache import FeatureCache, image_key
 from privacy import calibrate as cal
+from privacy import power
 from cspine.gate import flag_ceiling
 from privacy.embedders import DistanceScale, Embedder
 from privacy.inputs import AuditInputs
@@ -46,6 +47,9 @@ class MethodResult:
     floor_hits: np.ndarray
     percentile: np.ndarray
     timing: dict = field(default_factory=dict)
+    power_flags: np.ndarray | None = None  # [n_planted] this method's flag on each planted copy (privacy.power)
+    power_floor: np.ndarray | None = None  # [n_planted] floor hits among them
+    power_found: np.ndarray | None = None  # [n_planted] nearest training image is the copy's own source
 
     @property
     def dist(self) -> np.ndarray:
@@ -87,9 +91,11 @@ def subset_rows(base: np.ndarray, groups: int, idx: np.ndarray) -> np.ndarray:
 
 
 def audit_method(
-    emb: Embedder, inputs: AuditInputs, cfg, cache: FeatureCache, progress: bool = True, seed: int = 0
+    emb: Embedder, inputs: AuditInputs, cfg, cache: FeatureCache, progress: bool = True, seed: int = 0,
+    planted: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> MethodResult:
-    """Run one method of the audit (see the module docstring)."""
+    """Run one method of the audit (see the module docstring). ``planted``: (copies of training images,
+    their source rows), searched like synthetic images to measure the method's power (privacy.power)."""
     g = emb.groups
     b_train, c1, t1 = embed_all(emb, inputs.train, cache, progress, "train", base=True)
     q_hold, c2, t2 = embed_all(emb, inputs.holdout, cache, progress, "holdout")
@@ -113,6 +119,13 @@ def audit_method(
     n_img = len(inputs.train) + len(inputs.holdout) + len(inputs.synth)
     computed = c1 + c2 + c3 + c4
     embed_s = t1 + t2 + t3
+    power = {}
+    if planted is not None and len(planted[0]):
+        q_pl, _, t_pl = embed_all(emb, planted[0], cache, progress, "planted copies (power)")
+        pl_idx, pl_dist = topk(q_pl, b_train, 1, emb.metric, **kw)
+        power = dict(power_flags=thr.flags(pl_dist[:, 0]), power_floor=thr.floor_hits(pl_dist[:, 0]),
+                     power_found=pl_idx[:, 0] == planted[1])
+        embed_s += t_pl
     return MethodResult(
         name=emb.name, describe=emb.describe, metric=emb.metric, scale=emb.scale, threshold=thr,
         nn_idx=nn_idx, nn_dist=nn_dist, holdout_dist=hold_dist, synth_to_holdout=syn_hold,
@@ -123,6 +136,7 @@ def audit_method(
             "embed_s": round(embed_s, 3), "search_s": round(t_search, 3),
             "images_per_s": round(n_img / (embed_s + t_search), 2) if embed_s + t_search > 0 else None,
         },
+        **power,
     )
 
 
@@ -140,6 +154,26 @@ def _method_table(m: MethodResult, train_ids: np.ndarray) -> dict[str, object]:
     }
 
 
+def power_summary(results: list[MethodResult], planted: tuple, cfg) -> dict:
+    """Recall of the planted copies per family and method, and under the audit's own rule, beside each
+    method's holdout false-flag rate (see privacy.power)."""
+    images, _, names = planted
+    if not len(images):
+        return {"copies_per_family": 0}
+    flags = {m.name: m.power_flags for m in results}
+    votes = np.sum(list(flags.values()), axis=0)
+    floors = np.any([m.power_floor for m in results], axis=0)
+    flagged = (votes >= min(cfg.min_methods, len(results))) | floors
+    return {
+        "copies_per_family": cfg.power_copies,
+        "families": power.recall_table(flags, flagged, {m.name: m.power_found for m in results}, names),
+        "holdout_false_flag_rate": {m.name: max(m.threshold.quantile, 1 / (m.threshold.n_holdout + 1))
+                                    for m in results},
+        "what": "training images copied under each change (in memory, never released), searched like the "
+                "synthetic images at the calibrated thresholds: the share flagged is the audit's measured recall",
+    }
+
+
 def audit_arrays(
     inputs: AuditInputs,
     embedders: list[Embedder],
@@ -154,11 +188,12 @@ def audit_arrays(
     if not embedders:
         raise ValueError("audit.methods: no method could run")
     notes = list(inputs.notes) + list(notes or [])
+    planted = power.plant(inputs.train, cfg.power_copies, seed + 1)  # in memory only: never written or released
     results = []
     for emb in embedders:
         log.info("audit: %s", emb.describe)
         try:
-            results.append(audit_method(emb, inputs, cfg, cache, progress, seed))
+            results.append(audit_method(emb, inputs, cfg, cache, progress, seed, planted[:2]))
         finally:
             emb.close()
     notes += [f"{m.name}: {m.threshold.floor_note}" for m in results if m.threshold.floor_note]
@@ -232,5 +267,6 @@ def audit_arrays(
             for m in results
         },
         "timing": {m.name: m.timing for m in results},
+        "power": power_summary(results, planted, cfg),
     }
     return AuditResult(table=table, methods=results, summary=summary)

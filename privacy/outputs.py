@@ -180,6 +180,14 @@ def render_report(result: AuditResult, inputs: AuditInputs, fig_dir: Path, n_pai
         )
     out.append("</table>")
     out.append(f"<div class='sub' style='margin-top:6px'>{esc(s['flag_rule'])}</div>")
+    head, rows = power_rows(result)
+    if rows:
+        out.append("<h2>How strong this check is</h2><div class='sub'>Copies of training images under each change "
+                   "(in memory, never released), searched like the synthetic images at the same thresholds: the share "
+                   "flagged is the audit's measured recall; the last row is the chance false-flag rate on unseen real "
+                   "images.</div><table class='m'><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>")
+        out += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows]
+        out.append("</table>")
     out.append("<h2>Distances to the nearest training image</h2>")
     for name in ("distances.png", "dcr.png"):
         if (fig_dir / name).is_file():
@@ -216,6 +224,38 @@ def render_report(result: AuditResult, inputs: AuditInputs, fig_dir: Path, n_pai
     return "\n".join(out)
 
 
+# -- the audit's own power -----------------------------------------------------------------------------
+def power_rows(result: AuditResult) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the measured-recall table (privacy.power): per change family, the share of planted
+    copies each method flags, the share the audit's rule flags, and the holdout false-flag rate last."""
+    p = result.summary.get("power") or {}
+    fams = p.get("families") or {}
+    if not fams:
+        return [], []
+    methods = [m.name for m in result.methods]
+    head = ["change (copies of training images)", "n", *methods, "audit (its flag rule)"]
+    rows = [[fam.replace("_", " "), str(r["n"]), *(f"{r[m]:.0%}" for m in methods), f"{r['audit']:.0%}"]
+            for fam, r in fams.items()]
+    fp = p.get("holdout_false_flag_rate", {})
+    rows.append(["held-out real images flagged (false flags, by chance)", "",
+                 *(f"{fp.get(m, float('nan')):.1%}" for m in methods), ""])
+    return head, rows
+
+
+def power_markdown(result: AuditResult) -> list[str]:
+    head, rows = power_rows(result)
+    if not rows:
+        return []
+    n = (result.summary.get("power") or {}).get("copies_per_family")
+    return ["", "#### How strong this check is (measured by the audit on itself)", "",
+            f"The audit copied {n} training images under each change below (in memory; none is released), searched "
+            "them like the synthetic images and applied the same calibrated thresholds. The share it flags is its "
+            "measured recall for that kind of near-copy; the last row is the share of unseen real images it would "
+            "flag by chance.", "",
+            "| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |",
+            *("| " + " | ".join(r) + " |" for r in rows)]
+
+
 # -- summary.md ------------------------------------------------------------------------------------
 def render_markdown(result: AuditResult) -> str:
     s = result.summary
@@ -234,6 +274,7 @@ def render_markdown(result: AuditResult) -> str:
         d = s["dcr"][m.name]
         lines.append(f"| {m.name} | {s['n_flagged_by_method'][m.name]} | {d['closer_to_train_share']:.1%} | "
                      f"{fmt(m, d['synthetic_to_train']['median'])} | {fmt(m, d['holdout_to_train']['median'])} |")
+    lines += power_markdown(result)
     lines += ["", "![Distances to the nearest training image](figures/distances.png)", ""]
     for note in s.get("notes", []):
         lines.append(f"- {note}")

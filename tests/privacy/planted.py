@@ -9,12 +9,10 @@ noise and JPEG at once) is a harder extra, reported separately.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from PIL import Image
 
-from cspine.images import from_unit, to_unit
+from privacy.power import brightness_contrast, crop, down_up, jpeg, noise
 
 
 def phantoms(n: int, seed: int, size: int = 64) -> np.ndarray:
@@ -33,42 +31,6 @@ def resize(a: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     h, w = (size, size) if isinstance(size, int) else size
     im = Image.fromarray(a.astype(np.float32), mode="F").resize((w, h), Image.Resampling.BICUBIC)
     return np.rint(np.clip(np.asarray(im), 0, 65535)).astype(np.uint16)
-
-
-def crop(a, rng):
-    """Crop 2-5% off the sides (random split), resize back."""
-    R = a.shape[0]
-    f = rng.uniform(0.02, 0.05)
-    c = max(1, int(round(R * f)))
-    top, left = rng.integers(0, c + 1, size=2)
-    return resize(a[top : R - (c - top), left : R - (c - left)], R)
-
-
-def brightness_contrast(a, rng):
-    x = to_unit(a)
-    gain, bias = rng.uniform(0.85, 1.15), rng.uniform(-0.07, 0.07)
-    return from_unit((x - x.mean()) * gain + x.mean() + bias)
-
-
-def noise(a, rng):
-    return from_unit(to_unit(a) + rng.normal(0, rng.uniform(0.01, 0.03), a.shape))
-
-
-def jpeg(a, rng):
-    buf = io.BytesIO()
-    Image.fromarray(from_unit(to_unit(a), 8)).save(buf, format="JPEG", quality=int(rng.integers(50, 86)))
-    return from_unit(np.asarray(Image.open(buf), dtype=np.float32) / 255.0)
-
-
-def down_up(a, rng):
-    R = a.shape[0]
-    return resize(resize(a, int(round(R * rng.uniform(0.5, 0.8)))), R)
-
-
-def combined(a, rng):
-    for f in (crop, brightness_contrast, noise, jpeg):
-        a = f(a, rng)
-    return a
 
 
 #: the small changes the audit must catch (the issue's list), one per planted copy, cycled

@@ -16,7 +16,8 @@ from privacy.audit import audit_arrays
 from privacy.config import AuditConfig
 from privacy.embedders import build_embedders
 from privacy.inputs import AuditInputs
-from tests.privacy.planted import TRANSFORMS, combined, phantoms, plant
+from privacy.power import combined
+from tests.privacy.planted import TRANSFORMS, phantoms, plant
 
 N_TRAIN, N_HOLDOUT, N_DISTINCT, N_PLANTED, N_COMBINED = 300, 400, 300, 300, 60
 

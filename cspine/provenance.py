@@ -43,7 +43,7 @@ def stat_fp(folder: Path) -> str:
     h = hashlib.sha256()
     if folder.is_dir():
         for p in sorted(folder.rglob("*")):
-            if p.is_file() and p.name != RECORD:
+            if p.is_file():
                 st = p.stat()
                 h.update(f"{p.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()

@@ -13,7 +13,6 @@ a new key, so the memo never answers for other bytes.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,12 +83,11 @@ def released_fp(run: RunDir) -> dict:
 
 @dataclass(frozen=True)
 class Coverage:
-    """What a finished audit covered: sample image sha256 by file (relative to samples/), the weights of
-    every checkpoint those samples came from, and the image ids it flagged."""
+    """What a finished audit covered: sample image sha256 by file (relative to samples/) and the weights of
+    every checkpoint those samples came from. (Which images it flagged is the gate's: cspine.gate.)"""
 
     images: dict[str, str]
     weights: dict[str, dict[str, str]]
-    flagged: frozenset[str]
     record: Path
 
 
@@ -100,13 +98,7 @@ def audit_coverage(run: RunDir) -> Coverage | None:
         return None
     inputs = rec.get("inputs", {})
     images = {f"images/{k}": v for k, v in ((inputs.get("samples") or {}).get("images") or {}).items()}
-    flagged: list[str] = []
-    try:
-        flagged = list(json.loads(run.audit_summary.read_text(encoding="utf-8")).get("flagged") or [])
-    except (OSError, ValueError):
-        pass
-    return Coverage(images=images, weights=dict(inputs.get("weights") or {}), flagged=frozenset(map(str, flagged)),
-                    record=run.audit / prov.RECORD)
+    return Coverage(images=images, weights=dict(inputs.get("weights") or {}), record=run.audit / prov.RECORD)
 
 
 # -- reading images (each check done once, here) -----------------------------------------------------------

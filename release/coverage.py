@@ -21,13 +21,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from cspine.errors import GateClosed
+from cspine.gate import read_gate
 from cspine.hashing import sha256_file
 from cspine.rundata import Coverage, audit_coverage
 from cspine.rundir import RunDir
 
 
 def image_problems(dataset: Path, cov: Coverage, excluded: set[str]) -> list[str]:
-    """Images of the shards under ``dataset`` that the audit did not cover (or flagged)."""
+    """Images of the shards under ``dataset`` that the audit did not cover, or excluded. (An open gate has
+    excluded every image it flagged: a strict pass flagged none.)"""
     problems = []
     shards = sorted((dataset / "data").glob("*.parquet"))
     if not shards:
@@ -42,7 +44,7 @@ def image_problems(dataset: Path, cov: Coverage, excluded: set[str]) -> list[str
             elif audited != sha:
                 problems.append(f"{shard.name}: image {iid} differs from the audited image (sha256 {sha[:12]} "
                                 f"!= {audited[:12]})")
-            elif iid in cov.flagged or iid in excluded:
+            elif iid in excluded:
                 problems.append(f"{shard.name}: image {iid} was flagged by the audit")
     return problems
 
@@ -67,8 +69,6 @@ def weights_problems(model: Path, cov: Coverage) -> list[str]:
 
 def check_release(run: RunDir, dataset: Path | None = None, model: Path | None = None) -> Coverage:
     """Raise GateClosed unless the release folders hold only audited, unflagged images and the audited weights."""
-    from cspine.gate import read_gate
-
     dataset = dataset or run.release_dataset
     model = model or run.release_model
     cov = audit_coverage(run)

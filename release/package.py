@@ -168,9 +168,9 @@ def made_with(run: RunDir) -> dict:
     return out
 
 
-def card_context(cfg, run: RunDir, rows: pd.DataFrame, gate: audit.Gate, summary: dict, n_params: int) -> dict:
+def card_context(cfg, run: RunDir, rows: pd.DataFrame, gate: audit.Gate, summary: dict, n_params: int,
+                 made: dict) -> dict:
     rc = cfg.release
-    made = made_with(run)
     data, model, train, sample = made["data"], made["model"], made["train"], made["sample"]
     idx = pd.read_parquet(run.index, columns=["split", "case_id"]) if run.index.is_file() else None
     if data["source"] == "phantom":
@@ -273,7 +273,8 @@ def package(cfg, run: RunDir) -> dict:
     log.info("shards: %d written, %d already complete", n_written, len(jobs) - n_written)
 
     # -- figures, model folder, cards ----------------------------------------------------------------------
-    source = Path(made_with(run)["data"]["path"])
+    made = made_with(run)
+    source = Path(made["data"]["path"])
     needles = leaks.private_needles(run, [str(source), str(source.resolve())])
     summary = _read_json(run.audit / "summary.json")
     ctx = {}
@@ -284,7 +285,7 @@ def package(cfg, run: RunDir) -> dict:
         ctx[f"{stage}_figures"] = [f for f in figs if f["path"] not in ctx[f"{stage}_summary"]]  # not shown twice
     copy_pipeline(run, model_dir)
     n_params = count_params(model_dir)
-    ctx.update(card_context(cfg, run, rows, gate, summary, n_params))
+    ctx.update(card_context(cfg, run, rows, gate, summary, n_params, made))
     ctx.update(released_model_facts(model_dir))  # what the released weights are, not what the config asked for
     shard_bytes = sum(j.path.stat().st_size for j in jobs)
     num_bytes = sum(shards.uncompressed_bytes(j.path) for j in jobs)

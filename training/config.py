@@ -61,6 +61,10 @@ class ModelConfig(Strict):
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = Field(
         "epsilon", description="What the U-Net predicts: the noise (epsilon), v, or the clean sample."
     )
+    zero_terminal_snr: bool = Field(
+        False, description="Rescale the betas so the last timestep is pure noise (Lin et al. 2024); needs "
+        "v_prediction (epsilon is undefined at zero SNR)."
+    )
 
     @model_validator(mode="after")
     def _check_blocks(self) -> "ModelConfig":
@@ -70,6 +74,9 @@ class ModelConfig(Strict):
                 f"block_out_channels, down_block_types and up_block_types need the same length "
                 f"(got {n}, {len(self.down_block_types)}, {len(self.up_block_types)})"
             )
+        if self.zero_terminal_snr and self.prediction_type == "epsilon":
+            raise ValueError("zero_terminal_snr: true needs prediction_type v_prediction or sample "
+                             "(at zero SNR the noise cannot be predicted from the image)")
         bad = [c for c in self.block_out_channels if c % self.norm_num_groups]
         if bad:
             raise ValueError(f"norm_num_groups={self.norm_num_groups} does not divide block_out_channels {bad}")
@@ -102,6 +109,9 @@ class TrainConfig(Strict):
     warmup_steps: int = Field(50, ge=0, description="Linear learning-rate warm-up steps.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping (global L2 norm).")
+    min_snr_gamma: float | None = Field(
+        None, gt=0, description="Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice); null = plain MSE."
+    )
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
         "auto",
         description='auto: time a few steps of fp32, bf16, fp16 (CUDA only), channels_last and (CUDA only) '

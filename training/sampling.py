@@ -92,6 +92,7 @@ def noise_scheduler_kwargs(model_cfg) -> dict[str, Any]:
         num_train_timesteps=model_cfg.num_train_timesteps,
         beta_schedule=model_cfg.beta_schedule,
         prediction_type=model_cfg.prediction_type,
+        rescale_betas_zero_snr=getattr(model_cfg, "zero_terminal_snr", False),
         clip_sample=True,
         clip_sample_range=1.0,
     )
@@ -120,6 +121,8 @@ def make_scheduler(name: str, config: Any, **overrides: Any):
         cls = DPMSolverMultistepScheduler
     else:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    if base.get("rescale_betas_zero_snr") and name != "dpmsolver++":
+        opts["timestep_spacing"] = "trailing"  # start at the last, pure-noise timestep (Lin et al. 2024)
     opts.update(overrides)
     return cls.from_config({**base, **opts})
 

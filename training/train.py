@@ -47,7 +47,7 @@ from training.checkpoints import (
     export_pipeline, list_checkpoints, read_trainer_state, restore_ema, save_checkpoint,
 )
 from training.grids import write_grid
-from training.loss import denoising_loss, noised_batch
+from training.loss import denoising_loss, min_snr_weights, noised_batch
 from training.loss_log import LossLog, truncate_loss_log
 from training.model import build_noise_scheduler, build_unet, count_parameters
 from training.precision import Precision, choose, configured, describe
@@ -281,7 +281,11 @@ def train_step(tr: Trainer) -> tuple[float, float]:
         with acc.accumulate(tr.unet):
             with acc.autocast():
                 pred = tr.unet(batch.noisy, batch.timesteps).sample
-            loss = denoising_loss(pred, batch.target)
+            weights = None
+            if tc.min_snr_gamma is not None:
+                weights = min_snr_weights(tr.noise_scheduler, batch.timesteps, tr.cfg.model.prediction_type,
+                                          tc.min_snr_gamma)
+            loss = denoising_loss(pred, batch.target, weights)
             acc.backward(loss)
             if acc.sync_gradients:
                 acc.clip_grad_norm_(tr.unet.parameters(), tc.max_grad_norm)

@@ -1,0 +1,130 @@
+"""Training recipes side by side at equal compute: FID, KID and the washed-out share per recipe.
+
+Not part of `make bench` (each recipe trains a demo model: minutes on a CPU). Run
+
+    python -m bench.recipes --work /tmp/recipes                    # every recipe below
+    python -m bench.recipes --work /tmp/recipes today vpred_minsnr  # some of them
+
+Each recipe is a set of ``--set`` overrides of ``configs/demo.yaml`` (or ``--config``). All recipes share
+one phantom folder and the same prepared data, train for the same number of optimizer steps at the same
+batch size (equal compute: same images seen, same network), draw the same sampler's images, and are
+scored against the real held-out images: FID (with a bootstrap interval over the synthetic images), KID
+(mean and spread over subsets), the washed-out share (evaluation/washout.py) of real held-out and
+synthetic images, and the training wall time. Results go to ``WORK/recipes.json`` and a Markdown table on
+the screen; a finished recipe is not retrained (delete its folder to redo it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RECIPES: dict[str, list[str]] = {
+    # the recipe of configs/demo.yaml before issue 14
+    "today": ["model.prediction_type=epsilon", "model.beta_schedule=linear"],
+    "eps_minsnr": ["model.prediction_type=epsilon", "model.beta_schedule=linear", "train.min_snr_gamma=5"],
+    "vpred_cos": ["model.prediction_type=v_prediction", "model.beta_schedule=squaredcos_cap_v2"],
+    "vpred_cos_minsnr": ["model.prediction_type=v_prediction", "model.beta_schedule=squaredcos_cap_v2",
+                         "train.min_snr_gamma=5"],
+    "vpred_zsnr_minsnr": ["model.prediction_type=v_prediction", "model.beta_schedule=linear",
+                          "model.zero_terminal_snr=true", "train.min_snr_gamma=5"],
+    "eps_lr2e-3_cosine": ["model.prediction_type=epsilon", "train.learning_rate=0.002", "train.lr_schedule=cosine"],
+    "eps_ema_fast": ["model.prediction_type=epsilon", "train.ema.power=0.85", "train.ema.decay=0.995"],
+    "eps_bs8_x2": ["model.prediction_type=epsilon", "train.batch_size=8", "train.max_steps=1200",
+                   "train.checkpoint_every=200", "train.sample_every=1200"],
+}
+
+
+def cspine(*args: str, env: dict) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "cspine", *args, "--no-progress"], check=True, env=env)
+    return time.perf_counter() - t0
+
+
+def score(run_dir: Path, seed: int = 0) -> dict:
+    from cspine.feature_cache import FeatureCache, image_key
+    from cspine.inception import inception_features, network_id
+    from cspine.rundata import real_images
+    from cspine.rundir import RunDir
+    from evaluation import metrics, washout
+
+    run = RunDir(run_dir)
+    train, hold = real_images(run, "train").pixels, real_images(run, "holdout").pixels
+    fake = _samples(run)
+    cache = FeatureCache()
+
+    def feats(px):
+        return cache.embed(network_id(), px, [image_key(a) for a in px],
+                           lambda b: inception_features(np.asarray(b)), batch_size=32, progress=False)
+
+    fr, ff = feats(hold), feats(fake)
+    rng = np.random.default_rng(seed)
+    boot = [metrics.fid(fr, ff[rng.integers(0, len(ff), len(ff))]) for _ in range(50)]
+    kd = metrics.kid(fr, ff, subset_size=50, subsets=100, seed=seed)
+    line = washout.threshold(train)
+    return {"n_real": len(hold), "n_fake": len(fake), "fid": metrics.fid(fr, ff),
+            "fid_lo": float(np.percentile(boot, 2.5)), "fid_hi": float(np.percentile(boot, 97.5)),
+            "kid": kd["mean"], "kid_std": kd["std"], "washout_line": line,
+            "washed_out_real": washout.washed_out_share(hold, line),
+            "washed_out_synthetic": washout.washed_out_share(fake, line)}
+
+
+def _samples(run) -> np.ndarray:
+    from cspine.rundata import read_sample, samples_table
+
+    table = samples_table(run)
+    return np.stack([read_sample(run, f) for f in table["file"]])
+
+
+def table(results: dict) -> str:
+    rows = ["| recipe | FID [95% bootstrap] | KID ± sd | washed out (real / synthetic) | train s |",
+            "| --- | --- | --- | --- | --- |"]
+    for name, r in results.items():
+        rows.append(f"| {name} | {r['fid']:.1f} [{r['fid_lo']:.1f}, {r['fid_hi']:.1f}] | {r['kid']:.3f} ± {r['kid_std']:.3f} "
+                    f"| {r['washed_out_real']:.0%} / {r['washed_out_synthetic']:.0%} | {r['train_s']:.0f} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("recipes", nargs="*", help=f"recipes to run (default: all of {', '.join(RECIPES)})")
+    ap.add_argument("--work", type=Path, required=True, help="folder for the shared data and one run per recipe")
+    ap.add_argument("--config", default="configs/demo.yaml")
+    ap.add_argument("--set", action="append", default=[], help="an override applied to every recipe")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for training and sampling")
+    args = ap.parse_args(argv)
+    names = args.recipes or list(RECIPES)
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        ap.error(f"unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
+    args.work.mkdir(parents=True, exist_ok=True)
+    out = args.work / "recipes.json"
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    common = [f"data.path={args.work / 'raw'}", "train.mixed_precision=no", f"train.num_threads={args.threads}",
+              f"sample.num_threads={args.threads}", *args.set]
+    for name in names:
+        run = args.work / name
+        sets = [x for kv in [*common, *RECIPES[name]] for x in ("--set", kv)]
+        base = ["--config", args.config, "--run-dir", str(run), *sets]
+        if name not in results:
+            cspine("demo-data", *base, env=env)
+            cspine("prepare", *base, env=env)
+            train_s = cspine("train", *base, env=env)
+            cspine("sample", *base, env=env)
+            results[name] = {"overrides": RECIPES[name], "train_s": train_s, **score(run)}
+            out.write_text(json.dumps(results, indent=2))
+        print(f"{name}: {results[name]}", flush=True)
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,7 +10,7 @@ the file, before any stage does work.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -92,3 +92,10 @@ def load_config_file(path: str | Path, model: type[C], overrides: dict[str, Any]
 def dump_config(cfg: BaseModel) -> str:
     """The resolved config as YAML (what a run directory's config.yaml holds)."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+#: Inference samplers (training.sampling.make_scheduler builds them), named here so the sample and the
+#: evaluate configs validate the same names. Every one makes one network evaluation per step.
+SamplerName = Literal["ddpm", "ddim", "dpmsolver++", "dpmsolver++-karras", "dpmsolver++-sde",
+                      "dpmsolver++-sde-karras", "unipc", "unipc-karras"]
+SAMPLER_NAMES: tuple[str, ...] = get_args(SamplerName)

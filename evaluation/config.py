@@ -10,14 +10,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from cspine.config import Strict
+from cspine.config import SamplerName, Strict
 from cspine.twosample import C2STConfig
 
 
 class SamplerPoint(Strict):
     """One sampler setting of the speed-quality curve."""
 
-    scheduler: Literal["ddpm", "ddim", "dpmsolver++"] = Field(description="Sampler (training.sampling.make_scheduler).")
+    scheduler: SamplerName = Field(description="Sampler (training.sampling.make_scheduler).")
     steps: int = Field(ge=1, description="Number of denoising steps.")
 
 
@@ -25,7 +25,7 @@ class CheckpointCurveConfig(Strict):
     """`cspine evaluate --checkpoints`: score every saved checkpoint on a small sample."""
 
     num_images: int = Field(32, ge=2, description="Images generated per checkpoint.")
-    scheduler: Literal["ddpm", "ddim", "dpmsolver++"] = Field("ddim", description="Sampler for the checkpoint curve.")
+    scheduler: SamplerName = Field("ddim", description="Sampler for the checkpoint curve.")
     steps: int = Field(25, ge=1, description="Sampler steps for the checkpoint curve.")
 
 
@@ -40,6 +40,11 @@ class SamplerCurveConfig(Strict):
             *[SamplerPoint(scheduler="ddpm", steps=s) for s in (50, 100)],
             *[SamplerPoint(scheduler="ddim", steps=s) for s in (10, 25, 50, 100)],
             *[SamplerPoint(scheduler="dpmsolver++", steps=s) for s in (10, 20, 50)],
+            # the candidates at <= 25 network evaluations (issue 14): stochastic solvers, UniPC's corrector,
+            # Karras sigmas, and ancestral DDPM itself
+            SamplerPoint(scheduler="ddpm", steps=25),
+            *[SamplerPoint(scheduler=n, steps=s) for n in ("dpmsolver++-sde", "unipc") for s in (10, 25)],
+            *[SamplerPoint(scheduler=n, steps=25) for n in ("dpmsolver++-sde-karras", "unipc-karras", "dpmsolver++-karras")],
         ],
         description="Sampler settings to compare; the one with the most DDPM steps is the reference.",
     )

@@ -116,7 +116,8 @@ def plot_sampler_curve(rows: list[dict], rec: dict | None, path: Path) -> None:
     from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    colors = {"ddpm": "C3", "ddim": "C0", "dpmsolver++": "C2"}
+    colors = {"ddpm": "C3", "ddim": "C0", "dpmsolver++": "C2", "dpmsolver++-karras": "C8", "dpmsolver++-sde": "C1",
+              "dpmsolver++-sde-karras": "C5", "unipc": "C4", "unipc-karras": "C6"}
     for name in sorted({r["scheduler"] for r in rows}):
         pts = sorted((r for r in rows if r["scheduler"] == name), key=lambda r: r["images_per_s"])
         x = [r["images_per_s"] for r in pts]

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cspine.config import Strict
+from cspine.config import SamplerName, Strict
 from cspine.rundir import checkpoint_step
 
 
@@ -145,7 +145,7 @@ class SampleConfig(Strict):
 
     num_images: int = Field(64, ge=1, description="Images per checkpoint.")
     batch_size: int = Field(16, ge=1, description="Images denoised together (does not change any image).")
-    scheduler: Literal["ddpm", "ddim", "dpmsolver++"] = Field("ddim", description="Sampler.")
+    scheduler: SamplerName = Field("ddim", description="Sampler.")
     steps: int = Field(50, ge=1, description="Sampler steps (for ddpm set it to model.num_train_timesteps for the full chain).")
     checkpoints: list[str] = Field(
         ["final"], description='"final" (the EMA pipeline) and/or "step-N" checkpoints; the reader study uses three.'

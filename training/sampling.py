@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from cspine.config import SAMPLER_NAMES
 from cspine.rundir import RunDir
 from training.seeds import stream_seed
 
-SCHEDULERS = ("ddpm", "ddim", "dpmsolver++")
+SCHEDULERS = SAMPLER_NAMES
 
 
 def index_generators(seed: int, indices: Sequence[int]) -> list[torch.Generator]:
@@ -99,29 +100,36 @@ def noise_scheduler_kwargs(model_cfg) -> dict[str, Any]:
 
 
 def make_scheduler(name: str, config: Any, **overrides: Any):
-    """A fresh inference scheduler ``name`` ("ddpm", "ddim", "dpmsolver++") from the training config.
+    """A fresh inference scheduler ``name`` (one of SCHEDULERS) from the training config.
 
     ``config``: a RunDir (reads model/pipeline/scheduler or the newest checkpoint's), a run folder path, a
     scheduler instance (e.g. ``pipeline.scheduler``), a scheduler config mapping, or a ModelConfig.
-    DDPM and DDIM clip the predicted clean image to [-1, 1]; DPM-Solver++ uses thresholding with
-    ``sample_max_value=1.0`` (without it, it diverges in pixel space). ``overrides`` go to ``from_config``.
+    DDPM and DDIM clip the predicted clean image to [-1, 1]; the multistep solvers (DPM-Solver++ 2M, its
+    stochastic SDE variant, UniPC with its corrector) use thresholding with ``sample_max_value=1.0`` (without
+    it they diverge in pixel space) and trailing timesteps; ``-karras`` spaces the steps by Karras et al.'s
+    sigmas (denser at low noise). ``overrides`` go to ``from_config``.
     """
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
     base = {k: v for k, v in _scheduler_config(config).items() if not k.startswith("_")}
+    solver = dict(solver_order=2, thresholding=True, sample_max_value=1.0, dynamic_thresholding_ratio=0.995,
+                  lower_order_final=True, timestep_spacing="trailing")
+    family, _, variant = name.partition("-")
     if name == "ddpm":
-        opts = dict(clip_sample=True, clip_sample_range=1.0)
-        cls = DDPMScheduler
+        opts, cls = dict(clip_sample=True, clip_sample_range=1.0), DDPMScheduler
     elif name == "ddim":
         opts = dict(clip_sample=True, clip_sample_range=1.0, set_alpha_to_one=True, timestep_spacing="trailing")
         cls = DDIMScheduler
-    elif name in ("dpmsolver++", "dpmsolver"):
-        opts = dict(algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0,
-                    dynamic_thresholding_ratio=0.995, lower_order_final=True, timestep_spacing="trailing")
-        cls = DPMSolverMultistepScheduler
+    elif family in ("dpmsolver++", "dpmsolver") and variant in ("", "karras", "sde", "sde-karras"):
+        algorithm = "sde-dpmsolver++" if variant.startswith("sde") else "dpmsolver++"
+        opts, cls = dict(solver, algorithm_type=algorithm), DPMSolverMultistepScheduler
+    elif family == "unipc" and variant in ("", "karras"):
+        opts, cls = dict(solver, predict_x0=True, solver_type="bh2", disable_corrector=[]), UniPCMultistepScheduler
     else:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
-    if base.get("rescale_betas_zero_snr") and name != "dpmsolver++":
+    if variant.endswith("karras"):
+        opts["use_karras_sigmas"] = True
+    if base.get("rescale_betas_zero_snr") and cls in (DDPMScheduler, DDIMScheduler):
         opts["timestep_spacing"] = "trailing"  # start at the last, pure-noise timestep (Lin et al. 2024)
     opts.update(overrides)
     return cls.from_config({**base, **opts})

@@ -103,6 +103,9 @@ def test_recommend_sampler_fewest_steps_within_noise():
     # better than the reference beyond noise also qualifies
     better = {"scheduler": "dpmsolver++", "steps": 10, "kid": 0.002, "kid_std": 0.001, "images_per_s": 80.0}
     assert (recommend_sampler(rows + [better])["steps"]) == 10
+    # overlapping intervals are not enough: the mean must lie inside the reference interval
+    near = {"scheduler": "unipc", "steps": 5, "kid": 0.0135, "kid_std": 0.003, "images_per_s": 99.0}
+    assert (recommend_sampler(rows + [near])["scheduler"], recommend_sampler(rows + [near])["steps"]) == ("dpmsolver++", 25)
     # nothing within noise: the reference itself
     rec = recommend_sampler([rows[0], rows[1]])
     assert (rec["scheduler"], rec["steps"]) == ("ddpm", 1000)

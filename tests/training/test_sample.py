@@ -15,6 +15,7 @@ import torch
 from cspine.stages import load_config
 from cspine.images import read_gray
 from cspine.rundir import SAMPLES_COLUMNS, RunDir
+from training.sampling import SCHEDULERS
 
 #: Largest difference allowed for the same image generated in different batch sizes (float32 in [0, 1]).
 #: Batched convolutions round differently; measured differences are ~1e-5 or less.
@@ -144,7 +145,7 @@ def test_eight_bit_and_several_checkpoints(fake_run):
                      fake_run, progress=False)
 
 
-@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpmsolver++"])
+@pytest.mark.parametrize("name", SCHEDULERS)
 def test_image_depends_only_on_seed_and_index(fake_run, name):
     from training.sampling import generate, load_unet, make_scheduler
 
@@ -161,7 +162,7 @@ def test_image_depends_only_on_seed_and_index(fake_run, name):
     assert np.abs(c - d).mean() > 0.01, "a different seed must give a different image"
 
 
-@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpmsolver++"])
+@pytest.mark.parametrize("name", SCHEDULERS)
 def test_scheduler_output_range(fake_run, name):
     """Before the final clamp, every scheduler's result lies in [0, 1] (x in [-1, 1]) and is not constant."""
     from training.sampling import generate_batch, load_unet, make_scheduler
@@ -190,6 +191,10 @@ def test_make_scheduler_flags_and_sources(fake_run):
     s = make_scheduler("dpmsolver++", fake_run)
     assert s.config.thresholding and s.config.sample_max_value == 1.0 and s.config.algorithm_type == "dpmsolver++"
     assert make_scheduler("ddim", fake_run).config.clip_sample
+    sde = make_scheduler("dpmsolver++-sde-karras", fake_run)
+    assert sde.config.algorithm_type == "sde-dpmsolver++" and sde.config.use_karras_sigmas and sde.config.thresholding
+    uni = make_scheduler("unipc", fake_run)
+    assert type(uni).__name__ == "UniPCMultistepScheduler" and uni.config.disable_corrector == []  # corrector on
     pipe = DDPMPipeline.from_pretrained(fake_run.pipeline)
     assert make_scheduler("ddpm", pipe.scheduler).config.num_train_timesteps == 1000
     with pytest.raises(ValueError, match="unknown scheduler"):

@@ -69,11 +69,25 @@ def run_fidelity(cfg, run: RunDir, features: Callable[[ImageSet], np.ndarray] | 
         return {"skipped": reason, "fingerprint": fp}
     train = real_labelled(run, "train", fc.max_train, ec.seed + 1)
     holdout = real_labelled(run, "holdout", ec.max_images, ec.seed)
-    out = fidelity_metrics(train, holdout, synth, fc, features=features, kid_subset=ec.kid_subset_size,
-                           kid_subsets=ec.kid_subsets, kid_seed=ec.seed, figures=run.eval / "figures", log=log)
+    out = json_ready(fidelity_metrics(train, holdout, synth, fc, features=features, kid_subset=ec.kid_subset_size,
+                                      kid_subsets=ec.kid_subsets, kid_seed=ec.seed, figures=run.eval / "figures",
+                                      log=log))
     out["config"] = fc.model_dump(mode="json")
     out["fingerprint"] = fp
     return out
+
+
+def json_ready(obj):
+    """``obj`` with numpy scalars as Python numbers and NaN / inf as None (metrics.json stays strict JSON)."""
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, (np.integer, np.bool_)):
+        return obj.item()
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
 
 
 def _settings(fc, epochs: int) -> TrainSettings:

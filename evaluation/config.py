@@ -50,6 +50,30 @@ class SamplerCurveConfig(Strict):
     )
 
 
+class FidelityConfig(Strict):
+    """Control and label fidelity of conditional samples (evaluation.fidelity): a curvature classifier and a
+    landmark detector trained on real training images score the synthetic images against the class they
+    were asked for and the keypoints they were released with, beside real holdout images."""
+
+    enabled: bool = Field(True, description="Measure fidelity when samples/ has conditional samples "
+                          "(curvature, keypoints columns); skipped with a note otherwise.")
+    max_train: int = Field(2000, ge=4, description="Cap on real training images the two networks train on.")
+    classifier_epochs: int = Field(20, ge=1, description="Training epochs of the curvature classifier.")
+    classifier_size: int = Field(32, ge=16, description="Images are area-resized to this size for the classifier.")
+    classifier_width: int = Field(16, ge=4, description="Channels of the classifier's first block.")
+    detector_epochs: int = Field(30, ge=1, description="Training epochs of the landmark detector.")
+    detector_width: int = Field(8, ge=4, description="Channels of the landmark detector's first block.")
+    batch_size: int = Field(32, ge=2, description="Training batch size of both networks.")
+    learning_rate: float = Field(3e-3, gt=0, description="Peak learning rate (AdamW, one-cycle) of both networks.")
+    shift: int = Field(3, ge=0, description="Training augmentation: random shifts of up to this many pixels.")
+    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples of the ratio intervals (0: no interval).")
+    grid_images: int = Field(8, ge=1, description="Synthetic images per class in figures/fidelity_class_N.png.")
+    min_class_images: int = Field(2, ge=2, description="Fewest images per set for a class's FID/KID.")
+    target_accuracy_ratio: float = Field(0.9, description="Target: synthetic / holdout classifier accuracy at least this.")
+    target_mre_ratio: float = Field(1.5, description="Target: synthetic / holdout landmark MRE at most this.")
+    seed: int = Field(0, description="Seed of the networks' initialisation, batches, augmentation and bootstrap.")
+
+
 class EvaluateConfig(Strict):
     """FID/KID, FRD, precision/recall, diversity, checkpoint curve and sampler speed-quality curve."""
 
@@ -70,5 +94,7 @@ class EvaluateConfig(Strict):
     )
     c2st: C2STConfig = Field(default_factory=C2STConfig, description="Classifier two-sample test, synthetic vs holdout "
                              "(cspine.twosample): AUC with interval in metrics.json, figures/c2st_most_synthetic.png.")
+    fidelity: FidelityConfig = Field(default_factory=FidelityConfig, description="Control and label fidelity of "
+                                     "conditional samples: metrics.json key `fidelity`, figures/fidelity_*.png.")
     checkpoint_curve: CheckpointCurveConfig = Field(default_factory=CheckpointCurveConfig)
     sampler_curve: SamplerCurveConfig = Field(default_factory=SamplerCurveConfig)

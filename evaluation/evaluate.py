@@ -3,10 +3,11 @@
 Steps: load real holdout/train images and synthetic samples; embed them with the bundled FID Inception
 (through the shared feature cache); FID/KID/precision/recall against holdout and, apart, against
 training images, with a real-vs-real floor; FRD; MS-SSIM diversity; the classifier two-sample test; optionally the checkpoint curve and
-the sampler speed-quality curve; the classifier two-sample test (evaluation.separability); then metrics.json,
-figures and summary.md.
-Finished work is skipped: the main metrics when their inputs are unchanged (fingerprint), curve points
-per setting (eval/*_curve.json).
+the sampler speed-quality curve; the classifier two-sample test (evaluation.separability); for conditional
+samples the control and label fidelity (evaluation.fidelity, key ``fidelity``); then metrics.json, figures
+and summary.md.
+Finished work is skipped: the main metrics and the fidelity metrics when their inputs are unchanged
+(a fingerprint each), curve points per setting (eval/*_curve.json).
 """
 
 from __future__ import annotations
@@ -21,17 +22,21 @@ from cspine import provenance, rundata
 from cspine.config import RunConfig
 from cspine.inception import network_id
 from cspine.rundir import RunDir
-from evaluation import curves, metrics, report
+from evaluation import curves, fidelity, metrics, report
 from evaluation.data import ImageSet, load_real, load_samples
 from evaluation.features import set_features
 from evaluation.separability import c2st_metric
+
+
+#: Parts of the evaluate config with their own skip logic, left out of the main metrics' fingerprint.
+_APART = {"checkpoint_curve", "sampler_curve", "fidelity"}
 
 
 def _fingerprint(cfg: RunConfig, run: RunDir) -> str:
     """What the main metrics depend on, by content: their settings, the network, the data and the samples.
     (The stage's record decides whether evaluate runs; this keeps the main metrics when only a curve is
     asked for, `cspine evaluate --samplers`.)"""
-    return provenance.digest({"evaluate": cfg.evaluate.model_dump(mode="json", exclude={"checkpoint_curve", "sampler_curve"}),
+    return provenance.digest({"evaluate": cfg.evaluate.model_dump(mode="json", exclude=_APART),
                               "network": network_id(), "data": rundata.data_fp(run), "samples": rundata.samples_fp(run)})[:16]
 
 
@@ -71,10 +76,14 @@ def run_evaluate(cfg: RunConfig, run: RunDir, *, checkpoints: bool = False, samp
 
     if not force and old.get("fingerprint") == fp and "vs_holdout" in old:
         log("evaluate: main metrics up to date (inputs unchanged); skipping them")
-        m = {k: v for k, v in old.items() if k not in ("checkpoint_curve", "sampler_curve")}
+        m = {k: v for k, v in old.items() if k not in _APART}
     else:
         m = _main_metrics(cfg, run, holdout, train, feats, progress, log)
         m["fingerprint"] = fp
+
+    m["fidelity"] = fidelity.run_fidelity(
+        cfg, run, lambda s: set_features(s, batch_size=ec.batch_size, progress=progress), old=old.get("fidelity"),
+        force=force, log=log)
 
     seed = cfg.seed + ec.sample_seed_offset
     if checkpoints:
@@ -119,7 +128,7 @@ def _main_metrics(cfg: RunConfig, run: RunDir, holdout: ImageSet, train: ImageSe
     m: dict = {
         "network": network_id(),
         "sets": {"synthetic": len(synth), "holdout": len(holdout), "train": len(train)},
-        "config": ec.model_dump(mode="json", exclude={"checkpoint_curve", "sampler_curve"}),
+        "config": ec.model_dump(mode="json", exclude=_APART),
     }
     log(f"evaluate: FID/KID/precision/recall on {len(synth)} synthetic, {len(holdout)} holdout, {len(train)} train")
     if len(holdout) >= 2:

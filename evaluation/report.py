@@ -1,7 +1,8 @@
 """Figures (eval/figures/*.png) and the Markdown snippet (eval/summary.md) of `cspine evaluate`.
 
 The snippet is included by the dataset card: no top-level header, figures referenced as figures/NAME.png.
-Only figures without real pixels may be referenced there (synthetic_examples.png, c2st_most_synthetic.png, the curves):
+Only figures without real pixels may be referenced there (synthetic_examples.png, c2st_most_synthetic.png, the curves,
+fidelity_class_N.png, fidelity_confusion.png):
 examples.png puts real held-out radiographs beside synthetic ones for the team and stays in the run folder
 (the release copies allow-listed figures only, release.package.PUBLIC_FIGURES).
 """
@@ -75,6 +76,63 @@ def plot_most_synthetic(synthetic: np.ndarray, scores: np.ndarray, path: Path) -
         ax.set_xticks([]), ax.set_yticks([])
         ax.axis("on" if k < n else "off")
     fig.suptitle("synthetic images the two-sample classifier finds most synthetic", fontsize=9)
+    _save(fig, path)
+
+
+def plot_class_grid(images: np.ndarray, keypoints: np.ndarray, predicted: np.ndarray | None,
+                    calls: list[str] | None, title: str, path: Path) -> None:
+    """Synthetic images of one requested class (float [0, 1]): top row plain, bottom row a copy with the
+    released keypoints (dots, one colour per vertebra: C2 then C3-C7 by 4) and the landmark detector's
+    points (white crosses); each column titled with the curvature classifier's call. Synthetic pixels only."""
+    plt = _plt()
+    n = len(images)
+    fig, axes = plt.subplots(2, max(n, 1), figsize=(1.5 * max(n, 1), 3.5), squeeze=False)
+    level = np.array([0, 0, 0] + [1 + i // 4 for i in range(20)])
+    colors = plt.get_cmap("tab10")(level % 10)
+    for i in range(max(n, 1)):
+        for row in (0, 1):
+            ax = axes[row][i]
+            ax.set_xticks([]), ax.set_yticks([])
+            if i >= n:
+                ax.axis("off")
+                continue
+            ax.imshow(images[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            if row == 1:
+                kp = keypoints[i]
+                ok = np.isfinite(kp).all(1)
+                ax.scatter(kp[ok, 0], kp[ok, 1], s=6, c=colors[ok], linewidths=0)
+                if predicted is not None:
+                    ax.scatter(predicted[i][:, 0], predicted[i][:, 1], s=6, marker="x", c="white", linewidths=0.5)
+                ax.set_xlim(-0.5, images[i].shape[1] - 0.5), ax.set_ylim(images[i].shape[0] - 0.5, -0.5)
+        if calls is not None and i < n:
+            axes[0][i].set_title(f"classifier:\n{calls[i]}", fontsize=6)
+    axes[0][0].set_ylabel("synthetic", fontsize=7)
+    axes[1][0].set_ylabel("released keypoints\n(x: detector)", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+
+
+def plot_confusions(curv: dict, names: list[str], path: Path) -> None:
+    """Confusion matrices of the curvature classifier (counts, no pixels): real holdout (true vs predicted)
+    and synthetic (requested vs predicted), each row normalised for the colour, counts written in."""
+    plt = _plt()
+    panels = [(k, lab) for k, lab in (("holdout", "real holdout: true class"), ("synthetic", "synthetic: requested class"))
+              if k in curv]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    for ax, (key, ylabel) in zip(axes[0], panels):
+        cm = np.asarray(curv[key]["confusion"], float)
+        frac = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+        for (r, c), v in np.ndenumerate(cm):
+            if v:
+                ax.text(c, r, f"{int(v)}", ha="center", va="center", fontsize=7,
+                        color="white" if frac[r, c] > 0.6 else "black")
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_xlabel("predicted class", fontsize=8), ax.set_ylabel(ylabel, fontsize=8)
+        ax.set_title(f"accuracy {curv[key]['accuracy']:.2f} (n={curv[key]['n']})", fontsize=8)
+    fig.suptitle("Curvature classifier trained on real training images", fontsize=9)
+    fig.tight_layout()
     _save(fig, path)
 
 
@@ -153,6 +211,68 @@ def _f(x, nd=4) -> str:
     return str(x)
 
 
+def _ci(ci) -> str:
+    return f"{_f(ci[0], 3)}-{_f(ci[1], 3)}" if ci and None not in ci else "n/a"
+
+
+def fidelity_markdown(fd: dict) -> list[str]:
+    """Lines of the "Control and label fidelity" section from metrics.json's ``fidelity`` entry."""
+    if not fd:
+        return []
+    lines = ["", "### Control and label fidelity", ""]
+    if "skipped" in fd:
+        return lines + [f"Not measured: {fd['skipped']}."]
+    cnt, curv, lm = fd.get("counts", {}), fd.get("curvature", {}), fd.get("landmarks", {})
+    names = fd.get("classes", {})
+    lines.append(
+        f"Conditional samples: {cnt.get('synthetic')} synthetic images, each requested with a curvature class and "
+        f"released with 23 keypoints. Two small CNNs trained on the {cnt.get('train')} real training images only "
+        f"(seed {fd.get('seed')}) score them beside {cnt.get('holdout')} real held-out images, which they have not "
+        "seen either: a curvature classifier (requested vs predicted class) and a landmark detector (mean radial "
+        "error, MRE, of its points against the released keypoints; for real images against their annotations). "
+        "Ratios are synthetic / real with bootstrap 95% intervals; the accuracy ratio weighs the real classes "
+        "as the synthetic request mix.")
+    lines += ["", "| measure | real holdout | synthetic | ratio (95% CI) | target |", "| --- | --- | --- | --- | --- |"]
+    t, met = fd.get("targets", {}), fd.get("meets_targets", {})
+
+    def verdict(key):
+        return {True: "met", False: "**not met**", None: "n/a"}[met.get(key)]
+
+    if "synthetic" in curv:
+        h, sy, r = curv.get("holdout", {}), curv["synthetic"], curv.get("ratio", {})
+        lines.append(f"| curvature accuracy | {_f(h.get('accuracy'), 3)} (n={h.get('n', 0)}) | {_f(sy['accuracy'], 3)} "
+                     f"(n={sy['n']}) | {_f(r.get('ratio'), 3)} ({_ci(r.get('ci95'))}) | >= {t.get('accuracy_ratio_min')}: "
+                     f"{verdict('accuracy_ratio')} |")
+    elif curv.get("skipped"):
+        lines.append(f"| curvature accuracy | not measured: {curv['skipped']} | | | |")
+    if "synthetic" in lm:
+        h, sy, r = lm.get("holdout", {}), lm["synthetic"], lm.get("ratio", {})
+        lines.append(f"| landmark MRE, px | {_f(h.get('mre_px'), 3)} | {_f(sy['mre_px'], 3)} | {_f(r.get('ratio_px'), 3)} | |")
+        lines.append(f"| landmark MRE, share of vertebral height | {_f(h.get('mre_share_of_vertebral_height'), 3)} "
+                     f"(n={h.get('n_images', 0)}) | {_f(sy['mre_share_of_vertebral_height'], 3)} (n={sy['n_images']}) | "
+                     f"{_f(r.get('ratio'), 3)} ({_ci(r.get('ci95'))}) | <= {t.get('mre_ratio_max')}: {verdict('mre_ratio')} |")
+    elif lm.get("skipped"):
+        lines.append(f"| landmark MRE | not measured: {lm['skipped']} | | | |")
+    pc = fd.get("per_class", {})
+    recall = (curv.get("synthetic") or {}).get("recall") or []
+    share = (lm.get("synthetic") or {}).get("mre_share_by_class") or {}
+    rows = [k for k in pc if k.isdigit()]
+    if rows:
+        lines += ["", "Per requested class (FID on so few images is biased upwards; compare classes at similar n, "
+                  "KID is unbiased):", "",
+                  "| class | synthetic | classified as requested | MRE / vertebral height | real holdout | FID | KID (mean +- std) |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for k in rows:
+            v, vh = pc[k], pc[k].get("vs_holdout", {})
+            rc = recall[int(k) - 1] if len(recall) >= int(k) else None
+            lines.append(f"| {names.get(k, k)} | {v['n_synthetic']} | {_f(rc, 3)} | {_f(share.get(k), 3)} | "
+                         f"{vh.get('n_real', 0)} | {_f(vh.get('fid'), 4)} | {_f(vh.get('kid'))} +- {_f(vh.get('kid_std'), 2)} |")
+    figs = fd.get("figures") or []
+    if figs:
+        lines += [""] + [f"![{Path(f).stem.replace('_', ' ')}]({f})" for f in figs]
+    return lines
+
+
 def summary_markdown(m: dict) -> str:
     """The eval/summary.md snippet from metrics.json's content."""
     lines = []  # the card puts this under its own "## Quality metrics" heading
@@ -206,6 +326,7 @@ def summary_markdown(m: dict) -> str:
         lines += ["", f"Classifier two-sample test not run: {c['skipped']}."]
     lines.append("")
     lines.append("![synthetic examples](figures/synthetic_examples.png)")
+    lines += fidelity_markdown(m.get("fidelity") or {})
     ck = m.get("checkpoint_curve") or []
     if ck:
         lines += ["", "### Checkpoints", "", "| checkpoint | step | KID | FID |", "| --- | --- | --- | --- |"]

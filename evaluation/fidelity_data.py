@@ -1,0 +1,150 @@
+"""Labelled image sets for the fidelity metrics: real images with their curvature and keypoints, synthetic
+images with the curvature they were asked for and the keypoints they were released with.
+
+Where it sits: evaluation/, read by evaluation.fidelity. Real images come through evaluation.data
+(cspine.rundata: data/index.parquet + data/pixels.npy) with the ``labels`` JSON of the index
+(``{"keypoints": {label: [x, y]}, "curvature": 1-5, ...}``, keypoints in cache pixels); synthetic ones
+through samples/samples.parquet, whose conditional columns are ``curvature`` (1-5, null for an
+unconditional sample) and ``keypoints`` (the same JSON object of the 23 CSXA labels, in the sample's
+pixels). Keypoints become a float array ``[n, 23, 2]`` in training.ingest.labels' canonical order with NaN
+for a missing point; curvature an int array with 0 for unknown.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from cspine import rundata
+from cspine.rundata import RunDataError
+from cspine.rundir import RunDir
+from evaluation.data import ImageSet, _subsample, load_real
+
+#: The 23 CSXA keypoint labels in canonical order (as training/ingest/labels.py; repeated here because a
+#: stage does not import another stage's internals; tests check the two agree).
+KEYPOINT_LABELS: tuple[str, ...] = (
+    "C2 centroid", "C2 bottom left", "C2 bottom right",
+    *(f"C{v} {side}" for v in range(3, 8) for side in ("top left", "top right", "bottom left", "bottom right")),
+)
+#: Curvature classes 1-5 (as training/ingest/labels.py CURVATURE_CLASSES).
+CURVATURE_CLASSES: dict[int, str] = {1: "lordotic", 2: "straight", 3: "sigmoid", 4: "reverse sigmoid", 5: "kyphotic"}
+#: Columns samples.parquet gains in a conditional run.
+CONDITIONAL_COLUMNS = ("curvature", "keypoints")
+
+
+@dataclass
+class LabelledSet:
+    """Gray images uint16 ``[n, R, R]`` with ids, curvature (1-5, 0 unknown) and keypoints ``[n, 23, 2]`` (NaN unknown)."""
+
+    name: str
+    ids: list[str]
+    pixels: np.ndarray
+    curvature: np.ndarray
+    keypoints: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, idx: np.ndarray) -> "LabelledSet":
+        idx = np.asarray(idx, np.int64)
+        return LabelledSet(self.name, [self.ids[i] for i in idx], self.pixels[idx], self.curvature[idx],
+                           self.keypoints[idx])
+
+    def image_set(self, suffix: str = "") -> ImageSet:
+        return ImageSet(self.name + suffix, self.ids, self.pixels)
+
+    @property
+    def has_curvature(self) -> np.ndarray:
+        return self.curvature > 0
+
+    @property
+    def has_keypoints(self) -> np.ndarray:
+        """Images with all 23 points known."""
+        return np.isfinite(self.keypoints).all(axis=(1, 2)) if len(self) else np.zeros(0, bool)
+
+
+def keypoint_array(obj, where: str) -> np.ndarray:
+    """``[23, 2]`` float from a ``{label: [x, y]}`` dict or its JSON string (unknown labels ignored, missing
+    ones NaN; None or NaN -> all NaN). A malformed value is a RunDataError naming ``where``."""
+    out = np.full((len(KEYPOINT_LABELS), 2), np.nan)
+    if obj is None or (isinstance(obj, float) and np.isnan(obj)):
+        return out
+    try:
+        d = json.loads(obj) if isinstance(obj, (str, bytes)) else obj
+        if d is None:
+            return out
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object {{label: [x, y]}}, got {type(d).__name__}")
+        for i, name in enumerate(KEYPOINT_LABELS):
+            if name in d and d[name] is not None:
+                x, y = d[name]
+                out[i] = float(x), float(y)
+    except (ValueError, TypeError) as err:
+        raise RunDataError(f"{where}: unreadable keypoints: {err}") from None
+    return out
+
+
+def curvature_value(v, where: str) -> int:
+    """1-5 from a curvature cell (None/NaN -> 0, unknown). Anything else is a RunDataError naming ``where``."""
+    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+        return 0
+    try:
+        c = int(v)
+    except (TypeError, ValueError):
+        raise RunDataError(f"{where}: curvature {v!r} is not an integer 1-5") from None
+    if c != v or c not in CURVATURE_CLASSES:
+        raise RunDataError(f"{where}: curvature {v!r} is not one of 1-5 ({CURVATURE_CLASSES})")
+    return c
+
+
+def real_labelled(run: RunDir, split: str, cap: int, seed: int) -> LabelledSet:
+    """Real images of ``split`` (at most ``cap``, the same seeded subset as evaluation.data.load_real) with
+    their labels from data/index.parquet."""
+    images = load_real(run, split, cap, seed)
+    index = rundata.real_index(run).set_index("image_id")
+    curv, kps = [], []
+    for image_id in images.ids:
+        where = f"{run.index} (image {image_id})"
+        raw = index.at[image_id, "labels"]
+        try:
+            labels = json.loads(raw) if isinstance(raw, (str, bytes)) and raw else {}
+        except json.JSONDecodeError as err:
+            raise RunDataError(f"{where}: labels are not JSON: {err}") from None
+        curv.append(curvature_value(labels.get("curvature"), where))
+        kps.append(keypoint_array(labels.get("keypoints"), where))
+    return LabelledSet(split, images.ids, images.pixels, np.asarray(curv, np.int64),
+                       np.stack(kps) if kps else np.zeros((0, len(KEYPOINT_LABELS), 2)))
+
+
+def conditional_rows(run: RunDir) -> tuple[pd.DataFrame, str | None]:
+    """The conditional rows of samples.parquet (non-null curvature) and a note; an empty table and the reason
+    when the run has no conditional samples. With several checkpoints sampled, the "final" one's rows (else
+    the last checkpoint's, by name) are used: fidelity is a property of one model."""
+    table = rundata.samples_table(run)
+    missing = [c for c in CONDITIONAL_COLUMNS if c not in table.columns]
+    if missing:
+        return table.iloc[:0], (f"{run.samples_table} has no {' / '.join(missing)} column: the samples are "
+                                "unconditional, so there is no requested class or released keypoint to check")
+    cond = table[table["curvature"].notna()]
+    if cond.empty:
+        return cond, f"{run.samples_table}: no sample has a requested curvature (all unconditional)"
+    ckpts = sorted(cond["checkpoint"].astype(str).unique())
+    if len(ckpts) > 1:
+        cond = cond[cond["checkpoint"].astype(str) == ("final" if "final" in ckpts else ckpts[-1])]
+    return cond.reset_index(drop=True), None
+
+
+def synthetic_labelled(run: RunDir, cap: int, seed: int) -> tuple[LabelledSet | None, str | None]:
+    """Conditional samples (at most ``cap``, seeded subset) with requested curvature and released keypoints,
+    or (None, reason) when there are none."""
+    rows, reason = conditional_rows(run)
+    if reason:
+        return None, reason
+    rows = rows.iloc[_subsample(len(rows), cap, seed)].reset_index(drop=True)
+    images = rundata.sample_images(run, rows)
+    curv = [curvature_value(v, f"{run.samples_table} (sample {i})") for v, i in zip(rows["curvature"], rows["image_id"])]
+    kps = [keypoint_array(v, f"{run.samples_table} (sample {i})") for v, i in zip(rows["keypoints"], rows["image_id"])]
+    return LabelledSet("synthetic", images.ids, images.pixels, np.asarray(curv, np.int64), np.stack(kps)), None

@@ -1,0 +1,155 @@
+"""Control and label fidelity (evaluation.fidelity) on real stage outputs and through `cspine evaluate`.
+
+The measurement test uses the real chain's data: phantom radiographs (`cspine demo-data`) prepared by
+`cspine prepare` at 32 px (240 images, about 150 for training). Real held-out images, split in two halves,
+stand in for synthetic ones: with their true labels they must score like real images (ratios near 1);
+with shuffled curvature labels and shuffled keypoints they must score clearly worse. The wiring test
+makes the fake run (tests/fakerun.py) conditional by hand and runs the stage.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cspine.cli import main as cspine
+from cspine.rundir import RunDir
+from evaluation.config import FidelityConfig
+from evaluation.fidelity import fidelity_metrics, run_fidelity
+from evaluation.fidelity_data import KEYPOINT_LABELS, real_labelled
+from tests.fakerun import REPO, write_records
+
+PHANTOM = {"data.phantom.count": 240, "data.phantom.cases": 240, "data.phantom.height": 128,
+           "data.phantom.width": 100, "data.resolution": 32, "data.holdout_fraction": 0.35}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch, tmp_path):
+    monkeypatch.setenv("CSPINE_CACHE", str(tmp_path / "feature-cache"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def phantom_run(tmp_path_factory) -> RunDir:
+    root = tmp_path_factory.mktemp("fidelity")
+    args = ["--config", str(REPO / "configs" / "demo.yaml"), "--run-dir", str(root / "run"),
+            "--set", f"data.path={root / 'raw'}", "--workers", "1", "--no-progress"]
+    for k, v in PHANTOM.items():
+        args += ["--set", f"{k}={v}"]
+    assert cspine(["demo-data", *args]) == 0
+    assert cspine(["prepare", *args]) == 0
+    return RunDir(root / "run")
+
+
+def test_holdout_as_synthetic_scores_like_real_and_shuffled_labels_do_not(phantom_run, tmp_path):
+    train = real_labelled(phantom_run, "train", 2000, 1)
+    holdout = real_labelled(phantom_run, "holdout", 2000, 0)
+    assert len(train) >= 120 and len(holdout) >= 60 and train.has_keypoints.all() and train.has_curvature.all()
+    real = holdout.take(np.arange(0, len(holdout), 2))
+    fake = holdout.take(np.arange(1, len(holdout), 2))  # unseen real images presented as "synthetic"
+    fake.name = "synthetic"
+    fc = FidelityConfig(bootstrap=300, grid_images=4)
+
+    m = fidelity_metrics(train, real, fake, fc, figures=tmp_path / "figures", log=lambda s: None)
+    c, lm = m["curvature"], m["landmarks"]
+    # the classifier separates the real phantom classes far above chance (largest class ~42%, balanced 20%)
+    assert c["holdout"]["accuracy"] >= 0.75 and c["holdout"]["balanced_accuracy"] >= 0.6
+    assert 0.85 <= c["ratio"]["ratio"] <= 1.15 and c["ratio"]["ci95"][0] <= c["ratio"]["ratio"] <= c["ratio"]["ci95"][1]
+    assert np.asarray(c["synthetic"]["confusion"]).sum() == len(fake)
+    # the detector finds the vertebrae to well under a vertebral height, as well on one half as on the other
+    assert lm["holdout"]["mre_share_of_vertebral_height"] < 0.4
+    assert 0.75 <= lm["ratio"]["ratio"] <= 1.33
+    assert m["meets_targets"] == {"accuracy_ratio": True, "mre_ratio": True}
+    names = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
+    classes = sorted(set(fake.curvature.tolist()))
+    assert names == sorted([f"fidelity_class_{k}.png" for k in classes] + ["fidelity_confusion.png"])
+
+    rng = np.random.default_rng(0)
+    bad = fake.take(np.arange(len(fake)))
+    bad.curvature = rng.permutation(bad.curvature)
+    bad.keypoints = bad.keypoints[rng.permutation(len(bad))]
+    m2 = fidelity_metrics(train, real, bad, fc, log=lambda s: None)
+    assert m2["curvature"]["ratio"]["ratio"] < 0.6 < c["ratio"]["ratio"]
+    assert m2["landmarks"]["ratio"]["ratio"] > 2.0 and m2["landmarks"]["ratio"]["ci95"][0] > 1.5
+    assert m2["meets_targets"] == {"accuracy_ratio": False, "mre_ratio": False}
+    print(f"\nfidelity on phantoms: accuracy ratio {c['ratio']['ratio']:.3f} (holdout acc "
+          f"{c['holdout']['accuracy']:.3f}), MRE ratio {lm['ratio']['ratio']:.3f} (holdout MRE "
+          f"{lm['holdout']['mre_px']:.3f} px, {lm['holdout']['mre_share_of_vertebral_height']:.3f} of height); "
+          f"shuffled: {m2['curvature']['ratio']['ratio']:.3f}, {m2['landmarks']['ratio']['ratio']:.3f}; {m['timings']}")
+
+
+def _ladder_json(shift: float) -> str:
+    pts, y = {"C2 centroid": [32 + shift, 8.0], "C2 bottom left": [28 + shift, 12.0],
+              "C2 bottom right": [36 + shift, 12.0]}, 14.0
+    for v in range(3, 8):
+        pts.update({f"C{v} top left": [28 + shift, y], f"C{v} top right": [36 + shift, y],
+                    f"C{v} bottom left": [28 + shift, y + 6], f"C{v} bottom right": [36 + shift, y + 6]})
+        y += 8
+    assert set(pts) == set(KEYPOINT_LABELS)
+    return json.dumps(pts)
+
+
+SMALL = {"evaluate.max_images": 10, "evaluate.frd": False, "evaluate.c2st.enabled": False,
+         "evaluate.diversity_pairs": 10, "evaluate.kid_subsets": 10, "evaluate.fidelity.max_train": 12,
+         "evaluate.fidelity.classifier_epochs": 2, "evaluate.fidelity.detector_epochs": 2,
+         "evaluate.fidelity.bootstrap": 50}
+
+
+def _evaluate(run, *extra):
+    sets = [a for k, v in SMALL.items() for a in ("--set", f"{k}={str(v).lower()}")]
+    return cspine(["evaluate", "--config", str(run.config), "--run-dir", str(run.root), "--no-progress", *sets, *extra])
+
+
+def test_evaluate_skips_fidelity_for_unconditional_samples_and_writes_it_for_conditional_ones(fake_run, capsys):
+    from cspine.stages import load_config
+
+    assert _evaluate(fake_run) == 0  # the fake run's samples are unconditional
+    fd = json.loads(fake_run.eval_metrics.read_text())["fidelity"]
+    assert "unconditional" in fd["skipped"] and "curvature" not in fd
+    assert "fidelity: skipped" in capsys.readouterr().out
+    assert "Not measured:" in (fake_run.eval / "summary.md").read_text()
+
+    table = pd.read_parquet(fake_run.samples_table)
+    n = len(table)
+    table["curvature"] = pd.array([None, None] + [i % 5 + 1 for i in range(n - 2)], dtype="Int64")
+    table["keypoints"] = [None, None] + [_ladder_json(i % 3) for i in range(n - 2)]
+    table.to_parquet(fake_run.samples_table, index=False)
+    index = pd.read_parquet(fake_run.index)
+    index["labels"] = [json.dumps({**json.loads(s), "keypoints": json.loads(_ladder_json(i % 4))})
+                       for i, s in enumerate(index["labels"])]
+    index.to_parquet(fake_run.index, index=False)
+    write_records(load_config(fake_run.config), fake_run, ("prepare", "train", "sample"))  # the hand edits are the run's new outputs
+
+    assert _evaluate(fake_run) == 0
+    out = capsys.readouterr().out
+    assert "fidelity: curvature accuracy synthetic/holdout" in out
+    m = json.loads(fake_run.eval_metrics.read_text())
+    fd = m["fidelity"]
+    assert fd["counts"]["synthetic"] == 10  # capped at max_images, from the 22 conditional samples
+    assert fd["counts"]["train"] == 12 and fd["seed"] == 0 and fd["config"]["classifier_epochs"] == 2
+    assert fd["curvature"]["synthetic"]["n"] == 10 and fd["curvature"]["holdout"]["n"] == 10
+    assert fd["landmarks"]["synthetic"]["n_images"] == 10 and fd["landmarks"]["holdout"]["n_images"] == 10
+    assert fd["landmarks"]["synthetic"]["vertebral_height_px"] == 6.0
+    per_class = {k: v for k, v in fd["per_class"].items() if k.isdigit()}
+    assert sum(v["n_synthetic"] for v in per_class.values()) == 10
+    for v in per_class.values():
+        assert "fid" in v["vs_train"] or "skipped" in v["vs_train"]
+    for f in fd["figures"]:
+        assert (fake_run.eval / f).stat().st_size > 1000
+    summary = (fake_run.eval / "summary.md").read_text()
+    assert "### Control and label fidelity" in summary and "figures/fidelity_confusion.png" in summary
+    # unchanged inputs: the stored entry is reused as is, without training; a changed setting recomputes
+    cfg = load_config(fake_run.config, SMALL)
+    assert run_fidelity(cfg, fake_run, None, old=fd, log=lambda s: None) is fd
+    cfg2 = load_config(fake_run.config, {**SMALL, "evaluate.fidelity.bootstrap": 20})
+    again = run_fidelity(cfg2, fake_run, None, old=fd, log=lambda s: None)
+    assert again["fingerprint"] != fd["fingerprint"] and again["curvature"]["ratio"]["bootstrap"] <= 20
+    cfg3 = load_config(fake_run.config, {**SMALL, "evaluate.fidelity.enabled": False})
+    assert run_fidelity(cfg3, fake_run, None, old=fd)["skipped"].startswith("disabled")

@@ -6,8 +6,6 @@ Sample counts are small by default so the demo runs on a CPU in minutes; a real 
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
 from cspine.config import SamplerName, Strict

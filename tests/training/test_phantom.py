@@ -1,5 +1,7 @@
 """The phantom generator: determinism, anatomy (keypoints, curvature, bone brightness), the CSXA-shaped
-folder, its completeness check, and that it goes through the same CSXA loader as the real set."""
+folder, its completeness check, and that it goes through the same CSXA loader as the real set.
+The variation between images (pose, magnification, collimation, markers, hardware) and the audit's
+calibration on it are in test_phantom_variation.py."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from training.config import PhantomConfig
 from training.ingest.labels import KEYPOINT_LABELS
 from training.ingest.prepare import prepare
 from training.phantom import is_complete, make_image, plan_images, write_phantom_folder
-from training.phantom.anatomy import keypoints, layout, sample_case
+from training.phantom.acquisition import sample_acquisition
+from training.phantom.anatomy import Pose, keypoints, layout, sample_case, sample_pose
 from training.phantom.render import render
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,10 +59,13 @@ def test_two_images_of_a_case_share_the_patient_but_differ():
 @pytest.mark.parametrize("index", range(6))
 def test_keypoints_are_anatomically_ordered_and_bone_is_bright(index):
     case = sample_case(3, index)
-    pose = np.random.default_rng([3, index, 1])
+    rng = np.random.default_rng([3, index, 1])
+    pose = sample_pose(rng)
     verts = layout(case, 512, 400, pose)
-    img = render(case, verts, 512, 400, pose)
     kp = keypoints(verts)
+    acq = sample_acquisition(rng, np.array(list(kp.values())), verts[0].b, verts[-1].a, 512, 400)
+    acq = dataclasses.replace(acq, marker=None, text=None)  # nothing painted over the bones compared below
+    img = render(case, verts, pose, acq, 512, 400, rng)
     assert list(kp) == list(KEYPOINT_LABELS)
     for level in range(3, 8):
         tl, tr = kp[f"C{level} top left"], kp[f"C{level} top right"]
@@ -82,7 +88,7 @@ def test_keypoints_are_anatomically_ordered_and_bone_is_bright(index):
 def test_curvature_class_bends_the_column_the_right_way(curvature, sign):
     case = dataclasses.replace(sample_case(0, 0), curvature=curvature, amplitude=0.08, lean=0.0,
                                seg_noise=(0.0,) * 6)
-    verts = layout(case, 512, 400, np.random.default_rng(0))
+    verts = layout(case, 512, 400, Pose())
     top, bottom = verts[0].center, verts[-1].center
     mid = verts[3].center  # C5
     t = (mid[1] - top[1]) / (bottom[1] - top[1])

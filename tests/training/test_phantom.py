@@ -1,5 +1,7 @@
 """The phantom generator: determinism, anatomy (keypoints, curvature, bone brightness), the CSXA-shaped
-folder, its completeness check, and that it goes through the same CSXA loader as the real set."""
+folder, its completeness check, and that it goes through the same CSXA loader as the real set.
+Then the variation between images (pose, magnification, collimation, markers, degeneration, hardware)
+and that the privacy audit's calibration on phantoms is not degenerate."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from training.config import PhantomConfig
 from training.ingest.labels import KEYPOINT_LABELS
 from training.ingest.prepare import prepare
 from training.phantom import is_complete, make_image, plan_images, write_phantom_folder
-from training.phantom.anatomy import keypoints, layout, sample_case
+from training.phantom.acquisition import sample_acquisition
+from training.phantom.anatomy import Pose, keypoints, layout, sample_case, sample_pose
 from training.phantom.render import render
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,10 +59,13 @@ def test_two_images_of_a_case_share_the_patient_but_differ():
 @pytest.mark.parametrize("index", range(6))
 def test_keypoints_are_anatomically_ordered_and_bone_is_bright(index):
     case = sample_case(3, index)
-    pose = np.random.default_rng([3, index, 1])
+    rng = np.random.default_rng([3, index, 1])
+    pose = sample_pose(rng)
     verts = layout(case, 512, 400, pose)
-    img = render(case, verts, 512, 400, pose)
     kp = keypoints(verts)
+    acq = sample_acquisition(rng, np.array(list(kp.values())), verts[0].b, verts[-1].a, 512, 400)
+    acq = dataclasses.replace(acq, marker=None, text=None)  # nothing painted over the bones compared below
+    img = render(case, verts, pose, acq, 512, 400, rng)
     assert list(kp) == list(KEYPOINT_LABELS)
     for level in range(3, 8):
         tl, tr = kp[f"C{level} top left"], kp[f"C{level} top right"]
@@ -82,7 +88,7 @@ def test_keypoints_are_anatomically_ordered_and_bone_is_bright(index):
 def test_curvature_class_bends_the_column_the_right_way(curvature, sign):
     case = dataclasses.replace(sample_case(0, 0), curvature=curvature, amplitude=0.08, lean=0.0,
                                seg_noise=(0.0,) * 6)
-    verts = layout(case, 512, 400, np.random.default_rng(0))
+    verts = layout(case, 512, 400, Pose())
     top, bottom = verts[0].center, verts[-1].center
     mid = verts[3].center  # C5
     t = (mid[1] - top[1]) / (bottom[1] - top[1])
@@ -175,3 +181,133 @@ def test_prepare_refuses_phantom_data_of_another_config(tmp_path):
     other = load_config(REPO / "configs" / "demo.yaml", {**over, "data.phantom.seed": 99})
     with pytest.raises(IngestError, match="demo-data"):
         prepare(other, RunDir(other.resolved_run_dir), workers=1, progress=False)
+
+
+# -- variation between images (phantom-5) ------------------------------------------------------------
+def _similarity(src: np.ndarray, dst: np.ndarray) -> tuple[complex, float]:
+    """Least-squares z_dst = a * z_src + b over points as complex numbers: (a, largest residual in px)."""
+    zs, zd = src[:, 0] + 1j * src[:, 1], dst[:, 0] + 1j * dst[:, 1]
+    A = np.stack([zs, np.ones_like(zs)], 1)
+    (a, b), *_ = np.linalg.lstsq(A, zd, rcond=None)
+    return a, float(np.abs(A @ np.array([a, b]) - zd).max())
+
+
+def test_keypoints_follow_rotation_and_magnification_exactly():
+    case = sample_case(4, 2)
+    base = Pose(flexion=0.004, lean=0.02, nod=0.05)
+    moved = dataclasses.replace(base, rotation=0.12, magnification=1.11, centre=(0.45, 0.55))
+    k0 = np.array(list(keypoints(layout(case, 512, 400, base)).values()))
+    k1 = np.array(list(keypoints(layout(case, 512, 400, moved)).values()))
+    a, resid = _similarity(k0, k1)
+    assert resid < 1e-6 and abs(abs(a) - 1.11) < 1e-9 and abs(np.angle(a) - 0.12) < 1e-9
+
+
+@pytest.mark.parametrize("curvature,amplitude,flexion,sign", [(1, 0.05, +1, -1), (5, 0.03, -1, +1)])
+def test_flexion_never_flips_the_curvature_class(curvature, amplitude, flexion, sign):
+    """The mildest lordosis in full flexion still bulges anteriorly; the mildest kyphosis in full extension
+    still bulges posteriorly (by at least a third of the class amplitude)."""
+    from training.phantom.anatomy import MAX_FLEXION
+
+    case = dataclasses.replace(sample_case(0, 0), curvature=curvature, amplitude=amplitude, lean=0.2,
+                               seg_noise=(0.0,) * 6)
+    verts = layout(case, 512, 400, Pose(flexion=flexion * MAX_FLEXION, rotation=0.1))
+    c = np.array([v.center for v in verts])
+    axis = (c[-1] - c[0]) / np.linalg.norm(c[-1] - c[0])
+    normal = np.array([axis[1], -axis[0]])  # points posteriorly (to larger x) for a column running down
+    length = np.linalg.norm(c[-1] - c[0])
+    bulge = float((c[3] - c[0]) @ normal) / length  # C5's distance from the C2-C7 chord
+    assert sign * bulge > amplitude / 3
+
+
+def test_pose_and_acquisition_vary_between_images():
+    case = sample_case(11, 3)
+    spans, angles, marker, text, blades, black = [], [], 0, 0, 0, 0
+    for i in range(300):
+        rng = np.random.default_rng([11, 3, i])
+        verts = layout(case, 512, 400, sample_pose(rng))
+        kp = np.array(list(keypoints(verts).values()))
+        d = kp[-1] - kp[0]  # C2 centroid -> C7 bottom right
+        spans.append(np.hypot(*d))
+        angles.append(np.degrees(np.arctan2(d[0], d[1])))
+        assert kp[:, 0].min() > 0 and kp[:, 0].max() < 400 and kp[:, 1].min() > 0 and kp[:, 1].max() < 512
+        acq = sample_acquisition(rng, kp, verts[0].b, verts[-1].a, 512, 400)
+        f = acq.field
+        inside = (f.left <= kp[:, 0].min()) and (kp[:, 0].max() <= f.right) and (f.top <= kp[:, 1].min()) \
+            and (kp[:, 1].max() <= f.bottom)
+        assert inside  # the spine is always in the exposed field
+        blades += (f.left > 0) + (f.right < 399) + (f.top > 0) + (f.bottom < 511) > 0
+        marker += acq.marker is not None
+        text += acq.text is not None
+        black += f.shutter == "black"
+    spans = np.array(spans)
+    assert np.percentile(spans, 95) / np.percentile(spans, 5) > 1.25  # magnification about +-15%
+    assert np.std(angles) > 4.0  # neck inclination and in-plane rotation, degrees
+    assert 0.6 < marker / 300 < 0.8 and 0.5 < text / 300 < 0.7 and 0.25 < black / 300 < 0.45
+    assert 0.6 < blades / 300 < 0.95
+
+
+def test_case_traits_degeneration_with_age_and_hardware_in_a_minority():
+    cases = [sample_case(21, i) for i in range(600)]
+    young = [np.mean(c.degeneration) for c in cases if c.age is not None and c.age < 40]
+    old = [np.mean(c.degeneration) for c in cases if c.age is not None and c.age > 60]
+    assert np.mean(old) > 2 * np.mean(young) + 0.1
+    plated = [c for c in cases if c.hardware is not None]
+    assert 0.04 < len(plated) / len(cases) < 0.2
+    assert all(3 <= c.hardware[0] and c.hardware[0] + c.hardware[1] - 1 <= 7 for c in plated)
+    necks = np.array([c.neck for c in cases])
+    assert np.percentile(necks, 90) / np.percentile(necks, 10) > 1.4  # slim to heavy necks
+
+
+def test_plate_and_marker_are_drawn_bright():
+    case = dataclasses.replace(sample_case(2, 1), hardware=(4, 3))
+    rng = np.random.default_rng(0)
+    pose = Pose()
+    verts = layout(case, 256, 200, pose)
+    kp = np.array(list(keypoints(verts).values()))
+    acq = sample_acquisition(rng, kp, verts[0].b, verts[-1].a, 256, 200)
+    from training.phantom.acquisition import Mark
+
+    acq = dataclasses.replace(acq, marker=Mark("R", 10, 200, 20, value=3.0), text=Mark("A 12", 120, 5, 10, 1.0))
+    plain = dataclasses.replace(acq, marker=None, text=None)
+    with_all = render(case, verts, pose, acq, 256, 200, np.random.default_rng(1))
+    without = render(dataclasses.replace(case, hardware=None), verts, pose, plain, 256, 200, np.random.default_rng(1))
+    c5 = verts[3]
+    plate = (c5.center - c5.e_u * c5.a * 1.2).astype(int)  # just in front of the C5 body
+    assert with_all[plate[1] - 2:plate[1] + 3, plate[0] - 2:plate[0] + 3].max() > without[plate[1], plate[0]] + 0.15
+    lead = with_all[200:222, 10:26] - without[200:222, 10:26]  # the lead "R": strokes much brighter
+    assert (lead > 0.25).sum() >= 15
+    assert (with_all[5:16, 120:150] > 0.95).sum() >= 10  # burned-in white text
+
+
+def test_audit_calibration_on_phantoms_is_not_degenerate():
+    """Held-out phantoms are not near-copies of training phantoms under the audit's own embedders, after
+    prepare's crop: on phantom-4 the median dHash distance was 1 bit and pHash 6, and 100% of held-out
+    images fell inside both floors (both switched off, dHash threshold 0)."""
+    from cspine.images import to_unit
+    from privacy.calibrate import calibrate
+    from privacy.embedders import HashEmbedder, PixelEmbedder
+    from privacy.search import nearest
+    from training.ingest.resize import anatomy_centre, fit_square
+    from training.ingest.split import assign_splits
+
+    plans = plan_images(160, 160, seed=7)
+    crops, cases = [], []
+    for p in plans:
+        img, pts, _, _ = make_image(7, p, 256, 200)
+        crops.append(fit_square(to_unit(img), 64, anatomy_centre(pts))[0])
+        cases.append(p.case_id)
+    crops = np.stack(crops)
+    split = assign_splits(cases, 0.2, 0)
+    hold = np.array([split[c] == "holdout" for c in cases])
+    got = {}
+    for emb in (HashEmbedder(kind="phash", workers=1, floor=10.0), HashEmbedder(kind="dhash", workers=1, floor=6.0),
+                PixelEmbedder(size=32, align_steps=4, floor=1 - 0.98)):
+        q = emb.finalise(emb.compute(crops[hold]))
+        b = emb.finalise_base(emb.compute_base(crops[~hold]))
+        d = nearest(q, b, emb.metric, groups=emb.groups).astype(float)
+        thr = calibrate(emb.name, d, 0.001, emb.floor, 0.01)
+        got[emb.name] = (np.median(d), float(np.mean(d <= emb.floor)), thr)
+    assert all(t.calibrated > 0 for _, _, t in got.values())
+    assert got["pixel"][1] <= 0.01 and got["pixel"][2].floor is not None  # pixel floor stays on
+    assert got["phash"][0] >= 10 and got["phash"][1] < 0.3
+    assert got["dhash"][0] >= 4 and got["dhash"][1] < 0.75

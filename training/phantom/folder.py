@@ -31,13 +31,14 @@ import pandas as pd
 from cspine import atomic
 from cspine.images import from_unit, write_png
 from cspine.parallel import map_with_progress
-from training.phantom.anatomy import CURVATURE_CLASSES, KEYPOINT_LABELS, keypoints, layout, sample_case
+from training.phantom.acquisition import sample_acquisition
+from training.phantom.anatomy import CURVATURE_CLASSES, KEYPOINT_LABELS, keypoints, layout, sample_case, sample_pose
 from training.phantom.render import render
 
 log = logging.getLogger("cspine.phantom")
 
 #: Bump whenever the rendering changes: it is part of the fingerprint, so old folders are remade.
-GENERATOR_VERSION = "phantom-4"
+GENERATOR_VERSION = "phantom-5"
 MANIFEST = "phantom.json"
 STARTED = ".phantom-started"
 METADATA_XLSX = "CSXA-metadata.xlsx"
@@ -107,15 +108,17 @@ def labelme_json(name: str, points: dict[str, tuple[float, float]], height: int,
 
 def make_image(seed: int, plan: ImagePlan, height: int, width: int):
     """Render one phantom: (uint16 image, keypoints, LabelMe JSON dict, metadata row). Pure in (seed, plan)."""
-    case = sample_case(seed, plan.case_index)
-    pose = np.random.default_rng([seed, plan.case_index, 1 + plan.image_number])
+    case = sample_case(seed, plan.case_index)  # case-level: anatomy, degeneration, hardware
+    rng = np.random.default_rng([seed, plan.case_index, 1 + plan.image_number])  # this image's own draws
+    pose = sample_pose(rng)
     verts = layout(case, height, width, pose)
-    img = from_unit(render(case, verts, height, width, pose), 16)
     pts = keypoints(verts)
+    acq = sample_acquisition(rng, np.array(list(pts.values())), verts[0].b, verts[-1].a, height, width)
+    img = from_unit(render(case, verts, pose, acq, height, width, rng), 16)
     jh, jw = height, width
-    if pose.random() < JSON_SIZE_MISMATCH:  # the annotation tool saw another size
-        f = pose.choice([0.5, 2.0, 2.5])
-        jh, jw = (int(round(height * f)), int(round(width * f))) if pose.random() < 0.7 else (width, height)
+    if rng.random() < JSON_SIZE_MISMATCH:  # the annotation tool saw another size
+        f = rng.choice([0.5, 2.0, 2.5])
+        jh, jw = (int(round(height * f)), int(round(width * f))) if rng.random() < 0.7 else (width, height)
     return img, pts, labelme_json(plan.name, pts, jh, jw), metadata_row(case, plan)
 
 

@@ -13,7 +13,9 @@ Case-level traits (fixed for a patient; distributions as drawn below):
   length: lordotic 0.05-0.10 (bulging anteriorly), straight 0-0.015, sigmoid/reverse sigmoid 0.035-0.06
   (one full wave), kyphotic 0.03-0.07 (bulging posteriorly); per-level angular jitter (sd 2 deg), body
   size jitter (sd 4%) and anterior wedging;
-- sex, age (N(47, 14) clipped to 18-88; 10% missing), body size (sd 5%, men 4% larger);
+- sex, age (N(47, 14) clipped to 18-88; 10% missing), body size (sd 5%, men 4% larger), spine length
+  (sd 4%) and forward head position: the neck's inclination, C2 ahead of C7 by N(0.14, 0.08) of the
+  spine length (a shear of the column about C7);
 - neck soft tissue thickness (log-normal, sd 15%: slim to heavy necks, men 5% thicker), which scales
   the depth of soft tissue in front of the bodies (U(1.7, 3.4) C2 half-depths), a laryngeal bulge of the
   throat's skin line (U(0, 1.2) half-depths, larger in men, at 35-80% of the way from C2 to C7) and the
@@ -24,7 +26,8 @@ Case-level traits (fixed for a patient; distributions as drawn below):
   age counts as 47), spread over the five discs with C5-6 and C6-7 the most affected. Each disc's severity
   narrows it (by up to 65%), grows anterior osteophytes on its two endplates and makes the endplates
   sclerotic (brighter);
-- hardware in a minority (8% of cases, 20% among the most degenerate): an anterior cervical plate over
+- hardware in a minority (probability 6% + 14% x the degeneration severity, about 9% of cases): an
+  anterior cervical plate over
   2 or 3 vertebrae with two screws in each (``hardware`` = first level, number of vertebrae).
 
 Per-image pose (:class:`Pose`, drawn by :func:`sample_pose` from the image's generator):
@@ -32,12 +35,12 @@ Per-image pose (:class:`Pose`, drawn by :func:`sample_pose` from the image's gen
 - flexion/extension: an added bend of the whole column, ``flexion`` ~ N(0, 0.006) of the spine length,
   clipped to +-0.012 (positive = flexion, less lordosis). The bound is a third of the smallest gap between
   adjacent curvature classes' amplitudes, so flexion never turns a lordotic neck into a straight or
-  kyphotic-looking one; most of the head-position change comes from the neck's inclination (``lean``, sd
-  7% of the spine length, about 4 deg, a shear of the column about C7) and the head's nod on C1-C2 (``nod``, sd 6 deg);
-- in-plane rotation of the whole neck, shoulders and head: N(0, 3 deg), clipped to +-8 deg;
+  kyphotic-looking one; most of the head-position change comes from the neck's inclination (``lean``, an
+  added N(0, 0.06) of the spine length, about 3.5 deg) and the head's nod on C1-C2 (``nod``, sd 6 deg);
+- in-plane rotation of the whole neck, shoulders and head: N(0, 4 deg), clipped to +-10 deg;
 - magnification (source-to-detector distance and patient-to-detector gap): N(1, 0.075), clipped to
   0.85-1.15, so the spine's size in pixels varies about +-15% on top of the body size;
-- translation: the centre of the keypoints' bounding box at N(0.52, 0.08) of the width and N(0.52, 0.05)
+- translation: the centre of the keypoints' bounding box at N(0.52, 0.11) of the width and N(0.52, 0.05)
   of the height, moved back where needed so the spine (with its posterior elements) stays in the image.
 
 Conventions mirror the CSXA set: the patient faces left, so "left" corners are anterior and "right"

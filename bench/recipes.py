@@ -35,6 +35,8 @@ RECIPES: dict[str, list[str]] = {
                          "train.min_snr_gamma=5"],
     "vpred_zsnr_minsnr": ["model.prediction_type=v_prediction", "model.beta_schedule=linear",
                           "model.zero_terminal_snr=true", "train.min_snr_gamma=5"],
+    "vpred_cos_minsnr_lrcos": ["model.prediction_type=v_prediction", "model.beta_schedule=squaredcos_cap_v2",
+                               "train.min_snr_gamma=5", "train.learning_rate=0.002", "train.lr_schedule=cosine"],
     "eps_lr2e-3_cosine": ["model.prediction_type=epsilon", "train.learning_rate=0.002", "train.lr_schedule=cosine"],
     "eps_ema_fast": ["model.prediction_type=epsilon", "train.ema.power=0.85", "train.ema.decay=0.995"],
     "eps_bs8_x2": ["model.prediction_type=epsilon", "train.batch_size=8", "train.max_steps=1200",

@@ -13,8 +13,11 @@ from cspine.command import Command
 DEMO_HELP = """\
 Write the procedural phantom data set: lateral cervical-spine radiographs (skull base, C1, C2 with the
 dens to C7 with posterior elements, along a lordotic, straight, sigmoid, reverse-sigmoid or kyphotic
-curve; soft tissue, airway, 16-bit, Poisson-like noise, blur and exposure variation) in the CSXA layout
-at data.path: datasets-PNG/, datasets-JSON/ (LabelMe, 23 keypoints), CSXA-metadata.xlsx (sex, age,
+curve) that vary as real films do: per patient neck build, shoulders, age-related degeneration and, in
+some, an anterior plate with screws; per image flexion/extension, head nod, rotation, magnification and
+position, collimator edges, exposure, noise and display curve, lead L/R markers and burned-in text
+(training/phantom/, distributions in its docstrings). Written in the CSXA layout at data.path:
+datasets-PNG/ (16-bit), datasets-JSON/ (LabelMe, 23 keypoints), CSXA-metadata.xlsx (sex, age,
 curvature class 1-5). Sizes and seed come from data.phantom. Deterministic by seed; skipped when the
 folder is already complete for the same config. Only for data.source: phantom."""
 

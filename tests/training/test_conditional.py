@@ -158,6 +158,7 @@ def test_training_writes_conditional_model(trained):
 
 
 def test_batch_conditions_drop_class_and_layout_together(trained):
+    from training.hub_pipeline import render_layout
     from training.train import Trainer, batch_conditions
     from training.train_data import condition_drop, load_train_conditions
 
@@ -177,6 +178,11 @@ def test_batch_conditions_drop_class_and_layout_together(trained):
     empty = x[:, 1:].flatten(1).abs().sum(1) == 0
     has_kp = ~torch.isnan(points).any(dim=(1, 2))
     assert torch.equal(empty, drop | ~has_kp)
+    # the once-rendered cache gives what rendering per micro-batch gives
+    cached = Trainer(cfg, acc, None, None, None, None, None, torch.zeros(len(classes), 1, 32, 32), None,
+                     classes=classes, points=points, maps=render_layout(points, 32, 0.5))
+    x2, labels2 = batch_conditions(cached, rows, micro, torch.zeros(len(rows), 1, 32, 32))
+    assert torch.equal(labels2, labels) and torch.allclose(x2, x)
 
 
 def test_image_depends_on_seed_class_index_only(trained):

@@ -15,7 +15,7 @@ in one place::
                 pipeline/            EMA DDPMPipeline (safetensors), what is sampled and released
                 loss.csv, grids/     training log and periodic sample grids
       samples/  images/*.png         synthetic images (16-bit PNG by default)
-                samples.parquet      image_id, file, seed, scheduler, steps, checkpoint
+                samples.parquet      image_id, file, seed, scheduler, steps, checkpoint, curvature, keypoints
       audit/    audit.parquet, summary.json, report.html, figures
       eval/     metrics.json, figures
       study/    study.json, answer_key.json, responses.sqlite, results.json
@@ -58,8 +58,10 @@ INDEX_COLUMNS = (
     "cache_row",
 )
 
-#: Columns of ``samples/samples.parquet``; ``file`` is relative to ``samples/``.
-SAMPLES_COLUMNS = ("image_id", "file", "seed", "scheduler", "steps", "checkpoint")
+#: Columns of ``samples/samples.parquet``; ``file`` is relative to ``samples/``. ``curvature`` is the class
+#: 1-5 a conditional model was asked for (null: unconditional); ``keypoints`` the image's 23 landmarks as JSON
+#: ``{label: [x, y]}`` in its pixels (null: none), the format of ``labels.keypoints`` in index.parquet.
+SAMPLES_COLUMNS = ("image_id", "file", "seed", "scheduler", "steps", "checkpoint", "curvature", "keypoints")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from release import audit, coverage, leaks, manifest, shards
 
 log = logging.getLogger("cspine.package")
 
-META_COLUMNS = ["image_id", "seed", "scheduler", "steps", "checkpoint"]
+META_COLUMNS = ["image_id", "seed", "scheduler", "steps", "checkpoint", "curvature", "keypoints"]
 
 
 #: The figures a release may carry, by stage folder: plots of numbers and synthetic images only. A stage's
@@ -52,7 +52,7 @@ def release_rows(run: RunDir, gate: audit.Gate) -> pd.DataFrame:
     s = pd.read_parquet(run.samples_table)
     missing = [c for c in META_COLUMNS + ["file"] if c not in s.columns]
     if missing:
-        raise PackageError(f"{run.samples_table}: missing columns {missing}")
+        raise PackageError(f"{run.samples_table}: missing columns {missing} (resample with `cspine sample`)")
     s = s[~s["image_id"].isin(gate.excluded) & (s["checkpoint"] == "final")]
     s = s.sort_values("image_id", kind="stable").reset_index(drop=True)
     scores = audit.release_columns(run)
@@ -196,6 +196,7 @@ def card_context(cfg, run: RunDir, rows: pd.DataFrame, gate: audit.Gate, summary
         beta_schedule=model["beta_schedule"], prediction_type=model["prediction_type"],
         schedulers=uniq("scheduler"), steps=uniq("steps"), checkpoints=uniq("checkpoint"), seeds=uniq("seed"),
         score_columns=[c for c in rows.columns if c not in META_COLUMNS + ["file"]],
+        **label_context(rows, sample),
         gate_passed="yes" if gate.passed else "no",
         n_audited=summary.get("n_samples", "-"), n_flagged=summary.get("n_flagged", "-"), n_excluded=len(gate.excluded),
         methods=", ".join(summary.get("methods_run", [])) or "-",
@@ -204,6 +205,25 @@ def card_context(cfg, run: RunDir, rows: pd.DataFrame, gate: audit.Gate, summary
             "@misc{synthetic_cspine,\n  title  = {" + rc.pretty_name + "},\n  author = {" + rc.dataset_repo.split("/")[0]
             + "},\n  howpublished = {\\url{https://huggingface.co/datasets/" + rc.dataset_repo + "}}\n}"
         ),
+    )
+
+
+def label_context(rows: pd.DataFrame, sample: dict) -> dict:
+    """What the cards say about the labels: whether the images are class-conditional, how many of each class,
+    whether they carry keypoints, the keypoint names in order and the guidance scale."""
+    from release.shards import CURVATURE_NAMES
+
+    curv = rows["curvature"] if "curvature" in rows else pd.Series([], dtype="Int64")
+    counts = curv.dropna().astype(int).value_counts().sort_index()
+    with_kp = int(rows["keypoints"].notna().sum()) if "keypoints" in rows else 0
+    first_kp = next((v for v in rows.get("keypoints", []) if isinstance(v, str)), None)
+    return dict(
+        conditional=bool(len(counts)),
+        class_counts=[{"k": int(k), "name": CURVATURE_NAMES[int(k)], "n": int(n)} for k, n in counts.items()],
+        n_unconditional=int(curv.isna().sum()) if len(curv) else len(rows),
+        curvature_names=list(CURVATURE_NAMES),
+        n_with_keypoints=with_kp, keypoint_labels=list(json.loads(first_kp)) if first_kp else [],
+        guidance_scale=sample.get("guidance_scale", 1.0),
     )
 
 
@@ -219,6 +239,10 @@ def released_model_facts(model_dir: Path) -> dict:
     if sched:
         out.update(num_train_timesteps=sched.get("num_train_timesteps"), beta_schedule=sched.get("beta_schedule"),
                    prediction_type=sched.get("prediction_type"))
+    index = _read_json(model_dir / "model_index.json")
+    # a pipeline class shipped in the repository (model_index.json names [module, class]): the conditional model
+    out["custom_pipeline"] = isinstance(index.get("_class_name"), list)
+    out["layout_input"] = bool(unet) and unet.get("in_channels", 1) > unet.get("out_channels", 1)
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -249,7 +273,7 @@ def package(cfg, run: RunDir) -> dict:
 
     # -- shards ------------------------------------------------------------------------------------------
     files = rows["file"].tolist()
-    meta = rows.drop(columns=["file"])
+    meta = shards.label_columns(rows.drop(columns=["file"]))
     plan = shards.plan_shards([Path(f).stat().st_size for f in files], rc.shard_size_mb * 1e6)
     features = shards.features_for(meta)
     settings = {"group": rc.rows_per_row_group, "features": features.to_dict()}

@@ -163,7 +163,9 @@ def load_lines(cfg) -> tuple[str, list[str]]:
         hub = Path(rc.local_hub).resolve()
         ds, model = str(hub / rc.dataset_repo), str(hub / rc.model_repo)
         where = f"the local hub folder {hub}"
+    # a conditional model ships its pipeline class (pipeline.py): diffusers runs it only when trusted
+    trust = ", trust_remote_code=True" if cfg.model.condition.curvature else ""
     return where, [
         f'from datasets import load_dataset; ds = load_dataset("{ds}", split="train")',
-        f'from diffusers import DiffusionPipeline; pipe = DiffusionPipeline.from_pretrained("{model}")',
+        f'from diffusers import DiffusionPipeline; pipe = DiffusionPipeline.from_pretrained("{model}"{trust})',
     ]

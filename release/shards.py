@@ -8,6 +8,11 @@ image data (text, EXIF or time chunks). Each shard is written to a ``.tmp-`` nam
 and carries a fingerprint of its rows in its schema metadata so a re-run skips shards that are already right.
 The ``image`` column is the ``datasets`` Image feature (struct of ``bytes`` and ``path``) and the schema
 holds the ``huggingface`` feature metadata, so ``load_dataset`` decodes it without a loading script.
+
+The label columns of conditional samples are typed features, not strings: ``curvature`` is a ``ClassLabel``
+whose integer is the CSXA class number (names :data:`CURVATURE_NAMES`, index 0 "unconditional" for an image
+drawn without a class, so 1-5 keep the numbering of the CSXA metadata sheet), and ``keypoints`` a list of
+named points ``{"label", "x", "y"}`` in KEYPOINT_LABELS order, in the image's pixels (empty without a layout).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from cspine import atomic
 
 FORMAT_VERSION = 1
 META_KEY = b"cspine"
+
+#: ClassLabel names of the ``curvature`` column: the index is the CSXA class number; 0 = drawn without a class.
+CURVATURE_NAMES = ("unconditional", "lordotic", "straight", "sigmoid", "reverse sigmoid", "kyphotic")
 
 
 def shard_name(k: int, n: int, split: str = "train") -> str:
@@ -86,7 +94,12 @@ def features_for(columns: pd.DataFrame):
 
     feats = {"image": datasets.Image()}
     for name, dtype in columns.dtypes.items():
-        if pd.api.types.is_bool_dtype(dtype):
+        if name == "curvature":
+            feats[name] = datasets.ClassLabel(names=list(CURVATURE_NAMES))
+        elif name == "keypoints":
+            feats[name] = datasets.List({"label": datasets.Value("string"), "x": datasets.Value("float32"),
+                                         "y": datasets.Value("float32")})
+        elif pd.api.types.is_bool_dtype(dtype):
             feats[name] = datasets.Value("bool")
         elif pd.api.types.is_integer_dtype(dtype):
             feats[name] = datasets.Value("int64")
@@ -95,6 +108,22 @@ def features_for(columns: pd.DataFrame):
         else:
             feats[name] = datasets.Value("string")
     return datasets.Features(feats)
+
+
+def label_columns(rows: pd.DataFrame) -> pd.DataFrame:
+    """samples.parquet's ``curvature`` (1-5 or null) and ``keypoints`` (JSON or null) as the shard columns:
+    the ClassLabel index (0 for null) and a list of {label, x, y} (empty for null)."""
+    out = rows.copy()
+    if "curvature" in out:
+        out["curvature"] = [0 if pd.isna(v) else int(v) for v in out["curvature"]]
+        out["curvature"] = out["curvature"].astype("int64")
+    if "keypoints" in out:
+        out["keypoints"] = [
+            [] if not isinstance(v, str) or not v else
+            [{"label": k, "x": float(x), "y": float(y)} for k, (x, y) in json.loads(v).items()]
+            for v in out["keypoints"]
+        ]
+    return out
 
 
 def arrow_schema(features) -> pa.Schema:

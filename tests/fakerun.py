@@ -89,7 +89,8 @@ def make_fake_run(
         image_id = f"final-{i:06d}"
         file = f"images/{image_id}.png"
         write_png(run.samples / file, blob_image(srng, size))
-        srows.append(dict(image_id=image_id, file=file, seed=cfg.seed, scheduler="ddim", steps=50, checkpoint="final"))
+        srows.append(dict(image_id=image_id, file=file, seed=cfg.seed, scheduler="ddim", steps=50, checkpoint="final",
+                          curvature=None, keypoints=None))
     pd.DataFrame(srows).to_parquet(run.samples_table, index=False)
 
     if with_model:

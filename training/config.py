@@ -40,6 +40,30 @@ class DataConfig(Strict):
     phantom: PhantomConfig = Field(default_factory=PhantomConfig)
 
 
+class ConditionConfig(Strict):
+    """What the U-Net is conditioned on (training/hub_pipeline.py says why this design)."""
+
+    curvature: bool = Field(False, description="Class-conditional on the curvature class 1-5 (class embedding with a "
+                            "null class 0; images without a class train as null).")
+    keypoints: bool = Field(False, description="Also conditional on a landmark layout (2 extra input channels: blobs at "
+                            "the 23 keypoints, filled vertebral bodies); samples draw layouts from a shape model "
+                            "fitted to the training keypoints and ship them as labels. Needs curvature.")
+    drop_prob: float = Field(0.1, ge=0.0, lt=1.0, description="Share of training images whose class and layout are "
+                             "dropped together (null/zeros), so one model also samples unconditionally (CFG).")
+    map_sigma: float = Field(1.0, gt=0.0, description="Gaussian blob radius (sigma) of a keypoint in pixels at 64 px "
+                             "(scaled with the resolution).")
+    shape_modes: int = Field(8, ge=0, description="At most this many PCA modes per class in the shape model.")
+    min_class_images: int = Field(10, ge=2, description="A class with fewer labelled training images uses the pooled "
+                                  "shape model of all classes (the shape model ships with the weights: it must "
+                                  "summarise many patients, never describe one).")
+
+    @model_validator(mode="after")
+    def _keypoints_need_classes(self) -> "ConditionConfig":
+        if self.keypoints and not self.curvature:
+            raise ValueError("condition.keypoints needs condition.curvature (layouts are drawn per class)")
+        return self
+
+
 class ModelConfig(Strict):
     """diffusers UNet2DModel (1 channel, sample_size = data.resolution) and DDPMScheduler settings."""
 
@@ -65,6 +89,8 @@ class ModelConfig(Strict):
         False, description="Rescale the betas so the last timestep is pure noise (Lin et al. 2024); needs "
         "v_prediction (epsilon is undefined at zero SNR)."
     )
+    condition: ConditionConfig = Field(default_factory=ConditionConfig,
+                                       description="Curvature-class and landmark-layout conditioning (off by default).")
 
     @model_validator(mode="after")
     def _check_blocks(self) -> "ModelConfig":
@@ -153,7 +179,22 @@ class SampleConfig(Strict):
     shard_size: int = Field(64, ge=1, description="Images per resumable shard.")
     bit_depth: Literal[8, 16] = Field(16, description="PNG bit depth of the written samples.")
     seed: int | None = Field(None, description="Sampling seed (default: the run seed).")
+    per_class: Literal["train", "balanced", "unconditional"] | dict[int, int] = Field(
+        "train", description="Conditional models: images of each curvature class per checkpoint. train: num_images in "
+        "the training images' class proportions; balanced: split evenly; unconditional: null class only; or a "
+        "table {class: count} (then num_images is not used). Unconditional models ignore it.")
+    guidance_scale: float = Field(1.0, ge=0.0, description="Classifier-free guidance w: eps_u + w (eps_c - eps_u); 1 is "
+                                  "the plain conditional model (one U-Net pass a step; other values take two).")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads while sampling (default: torch's choice).")
+
+    @field_validator("per_class")
+    @classmethod
+    def _check_per_class(cls, v):
+        if isinstance(v, dict):
+            bad = [k for k in v if k not in range(1, 6)]
+            if bad or any(n < 0 for n in v.values()) or not sum(v.values()):
+                raise ValueError(f"per_class table needs classes 1-5 and counts >= 0, not all 0 (got {v})")
+        return v
 
     @field_validator("checkpoints")
     @classmethod

@@ -10,6 +10,13 @@ same draws), which draws the initial noise *and* every stochastic step's noise f
 batch size, the shard and the process an index lands on change nothing but floating-point rounding in the
 U-Net's batched convolutions (see tests/training/test_sample.py, BATCH_TOLERANCE, for the tolerance).
 
+Conditional models (a U-Net with a class embedding and/or layout channels, training/hub_pipeline.py): each
+index may carry a curvature class ``k`` and a keypoint layout [23, 2]. Image ``i`` of class ``k`` then depends
+only on ``(seed, k, i)``: its generator is seeded by stream ``(3, k, i)`` (the layout itself is drawn by the
+caller from stream ``(4, k, i)``, training.shape_model). An index without a class samples the null class and an
+empty layout with stream ``(i,)``, exactly as an unconditional model. ``guidance_scale`` is classifier-free
+guidance (:func:`training.hub_pipeline.guided_noise`; 1 = plain conditional, one U-Net pass).
+
 Schedulers (:func:`make_scheduler`): DDPM (ancestral, clips x0 to [-1, 1]), DDIM (eta 0, clips x0) and
 DPM-Solver++ (2nd order multistep). DPM-Solver++ built from a DDPM config does not clip and diverges in
 pixel space, so it is built with ``thresholding=True, sample_max_value=1.0``.
@@ -29,14 +36,39 @@ import torch
 
 from cspine.config import SAMPLER_NAMES
 from cspine.rundir import RunDir
+from training.hub_pipeline import NULL_CLASS, guided_noise, render_layout, unet_conditions
 from training.seeds import stream_seed
 
 SCHEDULERS = SAMPLER_NAMES
 
 
-def index_generators(seed: int, indices: Sequence[int]) -> list[torch.Generator]:
-    """One CPU generator per index ``i``, seeded by stream ``(i,)`` of training.seeds."""
-    return [torch.Generator("cpu").manual_seed(stream_seed(seed, i)) for i in indices]
+def index_generators(seed: int, indices: Sequence[int], classes: Sequence[int | None] | None = None) -> list[torch.Generator]:
+    """One CPU generator per index ``i``: stream ``(i,)`` of training.seeds, or ``(3, k, i)`` for class ``k``."""
+    classes = classes if classes is not None else [None] * len(indices)
+    return [torch.Generator("cpu").manual_seed(stream_seed(seed, i) if k is None else stream_seed(seed, 3, k, i))
+            for i, k in zip(indices, classes)]
+
+
+def _conditions(unet, classes, layouts, n: int, device, map_sigma: float = 1.0) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(class labels [n] or None, layout maps [n, C, R, R] or None) for a batch, as the U-Net takes them."""
+    has_classes, n_maps = unet_conditions(unet)
+    if classes is not None and any(k is not None for k in classes) and not has_classes:
+        raise ValueError("classes given, but the U-Net has no class embedding (an unconditional model)")
+    labels = None
+    if has_classes:
+        ks = classes if classes is not None else [None] * n
+        labels = torch.tensor([NULL_CLASS if k is None else int(k) for k in ks], device=device)
+    maps = None
+    if n_maps:
+        size = unet.config.sample_size
+        size = size if isinstance(size, int) else size[0]
+        pts = torch.full((n, 23, 2), float("nan"))
+        for j, lay in enumerate(layouts if layouts is not None else [None] * n):
+            if lay is not None:
+                pts[j] = torch.as_tensor(np.asarray(lay), dtype=torch.float32)
+        sigma = map_sigma * size / 64
+        maps = render_layout(pts, size, sigma).to(device)
+    return labels, maps
 
 
 # -- loading ---------------------------------------------------------------------------------------
@@ -143,10 +175,14 @@ def _step_kwargs(scheduler) -> set[str]:
 
 @torch.no_grad()
 def generate_batch(unet, scheduler, indices: Sequence[int], seed: int, steps: int, progress_bar=None,
-                   clamp: bool = True) -> torch.Tensor:
+                   clamp: bool = True, classes: Sequence[int | None] | None = None, layouts: Sequence | None = None,
+                   guidance_scale: float = 1.0, map_sigma: float = 1.0) -> torch.Tensor:
     """Denoise one batch; returns float32 [n, R, R] in [0, 1] on the CPU. ``scheduler`` is not modified.
 
     ``clamp=False`` returns the final sample unclamped (still mapped by x/2 + 0.5), for range checks.
+    ``classes`` (class per index, None = null) and ``layouts`` (keypoints [23, 2] per index, or None) condition a
+    conditional U-Net; without them it samples unconditionally. ``map_sigma``: the run's blob radius at 64 px
+    (model.condition.map_sigma, kept in model/shape_model.json).
     """
     from diffusers.utils.torch_utils import randn_tensor
 
@@ -156,13 +192,14 @@ def generate_batch(unet, scheduler, indices: Sequence[int], seed: int, steps: in
     dtype = unet.dtype
     size = unet.config.sample_size
     size = (size, size) if isinstance(size, int) else tuple(size)
-    gens = index_generators(seed, indices)
-    x = randn_tensor((len(indices), unet.config.in_channels, *size), generator=gens, device=device, dtype=dtype)
+    gens = index_generators(seed, indices, classes)
+    x = randn_tensor((len(indices), unet.config.out_channels, *size), generator=gens, device=device, dtype=dtype)
     x = x * sched.init_noise_sigma
+    labels, maps = _conditions(unet, classes, layouts, len(indices), device, map_sigma)
     accepts_generator = "generator" in _step_kwargs(sched)
     for t in sched.timesteps:
         model_in = sched.scale_model_input(x, t)
-        eps = unet(model_in, t).sample
+        eps = guided_noise(unet, model_in, t, labels, maps, guidance_scale)
         if accepts_generator:
             x = sched.step(eps, t, x, generator=gens).prev_sample
         else:
@@ -183,11 +220,16 @@ def generate(
     steps: int,
     batch_size: int = 16,
     progress: bool = True,
+    classes: Sequence[int | None] | None = None,
+    layouts: Sequence | None = None,
+    guidance_scale: float = 1.0,
+    map_sigma: float = 1.0,
 ) -> np.ndarray:
     """Synthetic images ``indices`` of a run with sampling ``seed``: float32 [n, R, R] in [0, 1].
 
     Image ``i`` depends only on ``(seed, i)`` (per-index generators for the initial and every step's
-    noise), not on ``batch_size`` or on which other indices are in the call.
+    noise), or on ``(seed, k, i)`` with ``classes[j] = k``, not on ``batch_size`` or on which other indices
+    are in the call. ``classes``, ``layouts`` and ``guidance_scale``: see :func:`generate_batch`.
     """
     from tqdm.auto import tqdm
 
@@ -197,14 +239,18 @@ def generate(
     if not indices:
         size = unet.config.sample_size
         return np.zeros((0, size, size), dtype=np.float32)
-    batches = [indices[k:k + batch_size] for k in range(0, len(indices), batch_size)]
+    classes = list(classes) if classes is not None else [None] * len(indices)
+    layouts = list(layouts) if layouts is not None else [None] * len(indices)
+    spans = [range(k, min(k + batch_size, len(indices))) for k in range(0, len(indices), batch_size)]
     sched = copy.deepcopy(scheduler)
     sched.set_timesteps(steps)
     n_steps = len(sched.timesteps)
-    bar = tqdm(total=len(batches) * n_steps, desc=f"sampling {len(indices)} images", unit="step",
+    bar = tqdm(total=len(spans) * n_steps, desc=f"sampling {len(indices)} images", unit="step",
                disable=not progress, leave=False)
     try:
-        out = [generate_batch(unet, scheduler, b, seed, steps, bar) for b in batches]
+        out = [generate_batch(unet, scheduler, [indices[j] for j in b], seed, steps, bar,
+                              classes=[classes[j] for j in b], layouts=[layouts[j] for j in b],
+                              guidance_scale=guidance_scale, map_sigma=map_sigma) for b in spans]
     finally:
         bar.close()
     return torch.cat(out).numpy().astype(np.float32, copy=False)

@@ -7,8 +7,11 @@ process or device). The streams in use, and their names:
 - ``(i,)``                  synthetic image ``i``: its initial and every step's noise (training.sampling)
 - ``(1, epoch)``            the permutation of the training images in ``epoch`` (training.train_data)
 - ``(2, micro, rank)``      the noise and timesteps of micro-batch ``micro`` on process ``rank`` (training.loss)
+- ``(3, k, i)``             conditional synthetic image ``i`` of curvature class ``k``: its noise (training.sampling)
+- ``(4, k, i)``             the landmark layout of that image (training.shape_model)
+- ``(5, micro, rank)``      which images of a micro-batch train with class and layout dropped (training.train_data)
 
-The names differ in length, so no two streams share a seed sequence. Changing the formula would change
+The names differ in length or first number, so no two streams share a seed sequence. Changing the formula would change
 the images and batches of every existing run.
 """
 

@@ -24,6 +24,13 @@ Writes, in ``model/``:
                         ``precision`` entry records the setting used, how it was chosen and, with
                         ``train.mixed_precision: auto``, every candidate's measured images/s.
 
+Conditional runs (``model.condition``): the curvature class goes in through the U-Net's class embedding and
+the landmark layout as extra input channels (training/hub_pipeline.py explains the design); each image's class
+and layout are dropped together with probability ``condition.drop_prob`` (stream (5, micro, rank)), and
+images without a class or keypoints train as null / zero map. ``model/shape_model.json`` (the statistical
+shape model of the training keypoints, training/shape_model.py) is written before the first step, and the
+exported pipeline is the custom ``CSpineConditionalPipeline`` (training/pipeline_export.py).
+
 Determinism and resume: the images, timesteps and noise of optimizer step s are a pure function of
 (seed, s, process rank), so a run resumed from ``step-N`` sees exactly the batches an uninterrupted run
 would.
@@ -49,11 +56,15 @@ from training.checkpoints import (
 from training.grids import write_grid
 from training.loss import denoising_loss, min_snr_weights, noised_batch
 from training.loss_log import LossLog, truncate_loss_log
-from training.model import build_noise_scheduler, build_unet, count_parameters
+from training.hub_pipeline import MAP_CHANNELS, render_layout
+from training.model import build_noise_scheduler, build_unet, conditioned_forward, count_parameters
 from training.precision import Precision, choose, configured, describe
-from training.train_data import batch_indices, load_train_pixels
+from training.train_data import batch_indices, condition_drop, load_train_conditions, load_train_pixels
 
 log = logging.getLogger("cspine.train")
+
+#: Largest layout-map cache (float32 bytes) rendered once at start; larger sets render per micro-batch.
+MAP_CACHE_BYTES = 256 * 2**20
 
 
 class TrainingInterrupted(RuntimeError):
@@ -83,6 +94,9 @@ class Trainer:
     precision: Precision
     step: int = 0
     resumed_from: int | None = None
+    classes: torch.Tensor | None = None  # [N] curvature class per training row (0 = none), conditional runs
+    points: torch.Tensor | None = None  # [N, 23, 2] keypoints per row (NaN = none), layout-conditional runs
+    maps: torch.Tensor | None = None  # [N, C, R, R] the rows' layout maps, rendered once when small enough
 
     @property
     def main(self) -> bool:
@@ -161,8 +175,17 @@ def measure_precision(cfg: RunConfig, data: torch.Tensor, device: torch.device, 
     n = probe_batch(device, cfg.train.batch_size)
     clean = data[torch.from_numpy(batch_indices(len(data), cfg.seed, 0, n, rank, 1))]
     batch = noised_batch(clean, build_noise_scheduler(cfg.model), cfg.model.prediction_type, cfg.seed, 0, rank)
+    cond = cfg.model.condition
+    labels = torch.ones(n, dtype=torch.long) if cond.curvature else None
+    maps = render_layout(torch.full((n, 23, 2), data.shape[-1] / 2.0), data.shape[-1], cond.map_sigma) \
+        if cond.keypoints else None
+
+    def build():
+        unet = build_unet(cfg.model, data.shape[-1])
+        return conditioned_forward(unet, labels, maps) if cond.curvature else unet
+
     t0 = time.perf_counter()
-    timings = probe(lambda: build_unet(cfg.model, data.shape[-1]), batch, device)
+    timings = probe(build, batch, device)
     seconds = time.perf_counter() - t0
     p, reason = choose(timings, remaining)
     log.info("precision: %s (%s); measured in %.1f s on %s, %d images a step:\n%s",
@@ -202,7 +225,8 @@ def setup_accelerator(cfg: RunConfig, run: RunDir, resume: bool, data: torch.Ten
     return build_accelerator(cfg, run, precision), precision, record
 
 
-def build_trainer(cfg: RunConfig, accelerator, data: torch.Tensor, precision: Precision | None = None) -> Trainer:
+def build_trainer(cfg: RunConfig, accelerator, data: torch.Tensor, precision: Precision | None = None,
+                  conditions: tuple[torch.Tensor, torch.Tensor] | None = None) -> Trainer:
     """Seeded U-Net, noise scheduler, EMA, AdamW and LR schedule, prepared by ``accelerator``.
 
     ``precision`` adds the memory format and compiler; its mixed precision is the accelerator's.
@@ -232,7 +256,17 @@ def build_trainer(cfg: RunConfig, accelerator, data: torch.Tensor, precision: Pr
     # it) and saved by save_state through register_for_checkpointing.
     accelerator.register_for_checkpointing(lr_scheduler)
     ema.to(accelerator.device)
-    return Trainer(cfg, accelerator, unet, ema, optimizer, lr_scheduler, noise_scheduler, data, precision)
+    classes, points = conditions if conditions is not None else (None, None)
+    cond = cfg.model.condition
+    points = points if cond.keypoints else None
+    size = data.shape[-1]
+    maps = None
+    if points is not None and points.shape[0] * MAP_CHANNELS * size * size * 4 <= MAP_CACHE_BYTES:
+        # a row's layout never changes (no augmentation): render each once, not every step (~90 ms a CPU step)
+        maps = torch.cat([render_layout(points[k:k + 64], size, cond.map_sigma * size / 64)
+                          for k in range(0, len(points), 64)])
+    return Trainer(cfg, accelerator, unet, ema, optimizer, lr_scheduler, noise_scheduler, data, precision,
+                   classes=classes if cond.curvature else None, points=points, maps=maps)
 
 
 # -- resume ----------------------------------------------------------------------------------------
@@ -278,9 +312,10 @@ def train_step(tr: Trainer) -> tuple[float, float]:
         rows = batch_indices(len(tr.data), tr.cfg.seed, micro, tc.batch_size, tr.rank, tr.world)
         clean = tr.data[torch.from_numpy(rows)].to(acc.device)
         batch = noised_batch(clean, tr.noise_scheduler, tr.cfg.model.prediction_type, tr.cfg.seed, micro, tr.rank)
+        noisy, labels = batch_conditions(tr, rows, micro, batch.noisy)
         with acc.accumulate(tr.unet):
             with acc.autocast():
-                pred = tr.unet(batch.noisy, batch.timesteps).sample
+                pred = tr.unet(noisy, batch.timesteps, class_labels=labels).sample
             weights = None
             if tc.min_snr_gamma is not None:
                 weights = min_snr_weights(tr.noise_scheduler, batch.timesteps, tr.cfg.model.prediction_type,
@@ -297,6 +332,27 @@ def train_step(tr: Trainer) -> tuple[float, float]:
     tr.ema.step(tr.raw_unet.parameters())
     tr.step += 1
     return acc.reduce(torch.stack(losses).mean(), reduction="mean").item(), lr
+
+
+def batch_conditions(tr: Trainer, rows, micro: int, noisy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(U-Net input, class labels) of a micro-batch: the noisy images with their layout maps concatenated, and
+    their classes, the dropped rows (:func:`condition_drop`) as null class and zero map. Unconditional: as is."""
+    if tr.classes is None:
+        return noisy, None
+    cond = tr.cfg.model.condition
+    idx = torch.from_numpy(rows)
+    drop = condition_drop(tr.cfg.seed, micro, tr.rank, len(rows), cond.drop_prob)
+    labels = torch.where(drop, 0, tr.classes[idx]).to(noisy.device)
+    if tr.points is None:
+        return noisy, labels
+    if tr.maps is not None:
+        maps = tr.maps[idx] * (~drop).float()[:, None, None, None]
+    else:
+        pts = tr.points[idx].clone()
+        pts[drop] = float("nan")
+        size = noisy.shape[-1]
+        maps = render_layout(pts.to(noisy.device), size, cond.map_sigma * size / 64)
+    return torch.cat([noisy, maps.to(device=noisy.device, dtype=noisy.dtype)], dim=1), labels
 
 
 # -- after a step: checkpoint and grid -------------------------------------------------------------
@@ -321,7 +377,14 @@ def after_step(tr: Trainer, run: RunDir, protected: set[int], precision_record: 
 def finish(tr: Trainer, run: RunDir, summary: dict) -> None:
     """Export the EMA pipeline and write ``train_summary.json`` (last: it marks the run finished)."""
     if tr.main:
-        export_pipeline(tr.ema, tr.raw_unet, tr.noise_scheduler, run.pipeline)
+        if tr.classes is not None:
+            from training.pipeline_export import export_conditional_pipeline
+            from training.shape_model import read_shape_model
+
+            export_conditional_pipeline(tr.ema, tr.raw_unet, tr.noise_scheduler, run.pipeline,
+                                        read_shape_model(shape_model_path(run)), tr.cfg.model.condition.map_sigma)
+        else:
+            export_pipeline(tr.ema, tr.raw_unet, tr.noise_scheduler, run.pipeline)
         atomic.write_json(run.model / "train_summary.json", {
             "step": tr.step, "parameters": count_parameters(tr.raw_unet),
             "resolution": tr.data.shape[-1], "train_images": len(tr.data), "processes": tr.world,
@@ -331,6 +394,23 @@ def finish(tr: Trainer, run: RunDir, summary: dict) -> None:
     if tr.cfg.train.tensorboard:
         tr.accelerator.end_training()
     tr.accelerator.wait_for_everyone()
+
+
+def shape_model_path(run: RunDir):
+    return run.model / "shape_model.json"
+
+
+def write_shape_model(cfg: RunConfig, run: RunDir, classes, points, resolution: int) -> None:
+    """Fit and write model/shape_model.json (a pure function of the train split's labels and the config)."""
+    from training import shape_model
+
+    cond = cfg.model.condition
+    model = shape_model.fit_shape_model(classes.numpy(), points.numpy(), resolution, cond.shape_modes,
+                                        cond.min_class_images, cond.map_sigma)
+    if cond.keypoints and not model["classes"]:
+        log.warning("fewer than %d training images with all 23 keypoints: samples get no layout",
+                    cond.min_class_images)
+    shape_model.write_shape_model(shape_model_path(run), model)
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -358,9 +438,15 @@ def train(
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     data = load_train_pixels(run)  # the model's resolution is the pixel cache's (prepare's record says which)
+    conditions = load_train_conditions(run) if cfg.model.condition.curvature else None
     accelerator, precision, record = setup_accelerator(cfg, run, resume, data, accelerator)
-    tr = build_trainer(cfg, accelerator, data, precision)
+    tr = build_trainer(cfg, accelerator, data, precision, conditions)
     resume_or_restart(tr, run, resume)
+    if tr.main:
+        if conditions is not None:
+            write_shape_model(cfg, run, *conditions, data.shape[-1])
+        else:
+            shape_model_path(run).unlink(missing_ok=True)
     protected = set(tc.keep_steps)
 
     images_per_step = tc.batch_size * tc.gradient_accumulation_steps * tr.world

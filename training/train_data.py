@@ -6,6 +6,10 @@ micro-batch holds is a pure function of (seed, micro-step, rank, world) (:func:`
 resumed run and an uninterrupted one see the same batches, and several processes together see every image
 once per epoch.
 
+For a conditional model (``model.condition``) :func:`load_train_conditions` gives each training row's
+curvature class (0 = none) and keypoints (NaN = none) from the index's ``labels``, in the same row order, and
+:func:`condition_drop` which rows of a micro-batch train as unconditional (stream (5, micro, rank)).
+
 Horizontal flips are NOT used: a lateral radiograph has a facing direction (the anterior side), and
 flipping would teach the model mirror-image anatomy that no real film shows.
 """
@@ -26,6 +30,23 @@ def load_train_pixels(run: RunDir) -> torch.Tensor:
     if len(train) == 0:
         raise rundata.RunDataError(f"{run.index}: no rows with split == 'train'; nothing to train on")
     return torch.from_numpy(train.pixels.astype(np.float32) / 32767.5 - 1.0).unsqueeze(1)
+
+
+def load_train_conditions(run: RunDir) -> tuple[torch.Tensor, torch.Tensor]:
+    """(classes int64 [N], keypoints float32 [N, 23, 2] with NaN rows for none) of the train split, in the
+    row order of :func:`load_train_pixels`."""
+    from training.shape_model import train_conditions
+
+    index = rundata.real_index(run)
+    rows = index[index["split"] == "train"].sort_values("cache_row", kind="stable")
+    classes, points = train_conditions(index, rows["image_id"].astype(str).tolist())
+    return torch.from_numpy(classes), torch.from_numpy(points)
+
+
+def condition_drop(seed: int, micro: int, rank: int, n: int, drop_prob: float) -> torch.Tensor:
+    """bool [n]: which images of micro-batch ``micro`` on ``rank`` lose class and layout (train as null)."""
+    gen = torch.Generator("cpu").manual_seed(stream_seed(seed, 5, micro, rank))
+    return torch.rand(n, generator=gen) < drop_prob
 
 
 def batch_indices(n: int, seed: int, micro_step: int, batch_size: int, rank: int = 0, world: int = 1) -> np.ndarray:

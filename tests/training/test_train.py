@@ -36,6 +36,9 @@ TINY = {
     # explicit, so the two runs compared below cannot pick different precisions (auto is tested in
     # test_train_precision.py)
     "train.mixed_precision": "bf16",
+    # the unconditional path (a stock DDPMPipeline); the conditional one is tests/training/test_conditional.py
+    "model.condition.curvature": False,
+    "model.condition.keypoints": False,
 }
 
 

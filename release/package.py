@@ -36,7 +36,8 @@ META_COLUMNS = ["image_id", "seed", "scheduler", "steps", "checkpoint", "curvatu
 #: stays in the run folder for the team.
 PUBLIC_FIGURES = {
     "audit": ("distances.png", "dcr.png"),
-    "eval": ("synthetic_examples.png", "checkpoint_curve.png", "sampler_curve.png", "c2st_most_synthetic.png"),
+    "eval": ("synthetic_examples.png", "checkpoint_curve.png", "sampler_curve.png", "c2st_most_synthetic.png",
+             "fidelity_confusion.png", *(f"fidelity_class_{k}.png" for k in range(1, 6))),
     "study": ("accuracy_per_rater.png", "realism_scores.png"),
 }
 

@@ -209,7 +209,7 @@ def utility_metrics(train: LabelledSet, holdout: LabelledSet, synth: LabelledSet
         "resolution": int(train.pixels.shape[-1]),
     }
     t0 = time.perf_counter()
-    out["tstr"], detectors = _tstr(train, holdout, synth, uc, log)
+    out["tstr"], detectors = tstr(train, holdout, synth, uc, log)
     timings["tstr_s"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
     out["augmentation"] = _augmentation(train, holdout, synth, uc, log)
@@ -227,7 +227,8 @@ def utility_metrics(train: LabelledSet, holdout: LabelledSet, synth: LabelledSet
     return out
 
 
-def _tstr(train, holdout, synth, uc, log) -> tuple[dict, dict]:
+def tstr(train: LabelledSet, holdout: LabelledSet, synth: LabelledSet, uc, log: Callable[[str], None] = print) -> tuple[dict, dict]:
+    """TSTR against TRTR (part 1): the ``tstr`` entry and the first seed's holdout predictions of both detectors."""
     res: dict = {"interval": "95% percentile bootstrap over training seeds and holdout images (paired across arms)"}
     # curvature
     rc, sc = np.flatnonzero(train.has_curvature), np.flatnonzero(synth.has_curvature)

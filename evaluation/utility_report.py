@@ -187,12 +187,21 @@ def plot_coverage(cov: dict, names: dict, path: Path) -> None:
         ax.set_xticks(x, labels, rotation=30 if key == "curvature" else 0, ha="right" if key == "curvature" else "center",
                       fontsize=7)
         ax.set_ylabel("share of images", fontsize=8)
-        ax.set_ylim(0, 1)
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=6, loc="upper left")
+        top = max([e["ci95"][1] or e["share"] for e in real + syn] + [0.1])
+        ax.set_ylim(0, 2.1 * top)  # bars in the lower half, precision / recall markers in the upper one
+        ax.set_yticks([t for t in (0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0) if t <= 1.05 * top])
+        cl = g.get("classifier")
+        if cl is not None and not cl.get("informative"):
+            title += f"\nclassifier at chance ({cl.get('holdout_balanced_accuracy') or float('nan'):.2f}): not judged"
+        elif cl is not None:
+            title += f"\nclassifier balanced accuracy {cl['holdout_balanced_accuracy']:.2f} on real held-out"
+        ax.set_title(title, fontsize=8)
+        ax.legend(fontsize=6, loc="center right", framealpha=0.9)
         pr = g.get("precision_recall") or {}
         tw = ax.twinx()
-        tw.set_ylim(0, 1.05)
+        tw.set_ylim(-1.2, 1.08)
+        tw.set_yticks([0, 0.5, 1.0])
+        tw.axhline(0, color="0.85", lw=0.6)
         for xi, grp in zip(x, groups):
             sv, hv = (pr.get(grp) or {}).get("synthetic_vs_train", {}), (pr.get(grp) or {}).get("holdout_vs_train", {})
             if "precision" in sv:
@@ -200,7 +209,7 @@ def plot_coverage(cov: dict, names: dict, path: Path) -> None:
                 tw.plot([xi + 0.2], [sv["recall"]], "o", color="C2", ms=6)
             if "recall" in hv:
                 tw.plot([xi - 0.2], [hv["recall"]], "o", mfc="none", color="C2", ms=6)
-        tw.set_ylabel("precision ▲ / recall ● (Inception space)", fontsize=7)
+        tw.set_ylabel("precision ▲ / recall ●", fontsize=7)
         tw.tick_params(labelsize=7)
         ax.tick_params(labelsize=7)
     fig.suptitle("Who the synthetic set represents: shares per group (bars, 95% CI) and how well "
@@ -283,14 +292,11 @@ def plot_angles(u: dict, pairs: dict | None, path: Path) -> None:
         a1.errorbar(x + off, m, yerr=[[mi - c[0] if c[0] is not None else 0 for mi, c in zip(m, ci)],
                                       [c[1] - mi if c[1] is not None else 0 for mi, c in zip(m, ci)]],
                     fmt="o", color=col, capsize=3, label=f"{key} (mean, 95% CI; bar: sd)")
-    top = a1.get_ylim()[1]
-    for xi, k in zip(x, ks):
-        if dist[k].get("p_holm") is not None:
-            a1.text(xi, top, f"p={dist[k]['p_holm']:.2g}", fontsize=6, ha="center", va="bottom")
-    a1.set_xticks(x, [names.get(k, k) for k in ks], rotation=20, fontsize=7)
+    a1.set_xticks(x, [names.get(k, k) + (f"\np={dist[k]['p_holm']:.2g}" if dist[k].get("p_holm") is not None else "")
+                      for k in ks], fontsize=7)
     a1.set_ylabel("C2-C7 angle (degrees, lordosis +)", fontsize=8)
     a1.legend(fontsize=6)
-    a1.set_title("angle per curvature class: real training vs synthetic (KS p, Holm)", fontsize=8)
+    a1.set_title("angle per curvature class: real training vs synthetic (KS p, Holm-corrected)", fontsize=8)
     if pairs is not None:
         t = np.asarray(pairs["true"])
         for key, col, lab in (("trtr", "0.4", "real-trained"), ("tstr", "C0", "synthetic-trained")):

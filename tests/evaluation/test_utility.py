@@ -125,7 +125,7 @@ def test_evaluate_writes_utility_json_for_conditional_samples_and_skips_otherwis
     from cspine.stages import load_config
     from dataset_card.render import _env
 
-    small = {**SMALL, "evaluate.utility.seeds": 1, "evaluate.utility.augment_seeds": 1,
+    small = {**SMALL, "evaluate.utility.enabled": True, "evaluate.utility.seeds": 1, "evaluate.utility.augment_seeds": 1,
              "evaluate.utility.classifier_steps": 2, "evaluate.utility.detector_steps": 2,
              "evaluate.utility.bootstrap": 20, "evaluate.utility.max_train": 12}
     sets = [a for k, v in small.items() for a in ("--set", f"{k}={str(v).lower()}")]

@@ -14,7 +14,11 @@ shared with the privacy audit), the Fréchet Radiomics Distance, improved precis
 and MS-SSIM diversity. For conditional samples (samples.parquet with curvature and keypoints), the control
 and label fidelity: a curvature classifier and a landmark detector trained on the real training images
 score the synthetic images against their requested class and released keypoints, beside real held-out
-images (ratios synthetic / real; evaluate.fidelity.*, metrics.json key "fidelity"). --checkpoints scores every saved checkpoint on a small fresh sample and plots
+images (ratios synthetic / real; evaluate.fidelity.*, metrics.json key "fidelity"), and the downstream
+utility and coverage: the same small networks trained on synthetic images only against real ones at
+equal counts, tested on real held-out images (TSTR / TRTR), an augmentation curve, the C2-C7 angle of
+synthetic against real images, and shares and precision / recall per curvature class, sex and age band
+(evaluate.utility.*, eval/utility.json; --utility recomputes it). --checkpoints scores every saved checkpoint on a small fresh sample and plots
 FID/KID against training step with the training loss; --samplers measures KID/FID against images/s for
 DDPM 1000 steps and DDIM / DPM-Solver++ at several step counts and recommends the default sampler.
 Sample counts are under `evaluate.*` in the config (e.g. --set evaluate.sampler_curve.num_images=64).
@@ -31,7 +35,7 @@ def _run(cfg, run, args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     return run_evaluate(cfg, run, checkpoints=args.checkpoints, samplers=args.samplers, force=args.force,
-                        progress=not args.no_progress)
+                        redo_utility=args.utility, progress=not args.no_progress)
 
 
 def _summary(m: dict, cfg, run) -> str:
@@ -49,10 +53,25 @@ def _summary(m: dict, cfg, run) -> str:
         line += (f"\nfidelity: curvature accuracy synthetic/holdout {_num(acc)} (target >= "
                  f"{fd['targets']['accuracy_ratio_min']}), landmark MRE synthetic/holdout {_num(mre)} "
                  f"(target <= {fd['targets']['mre_ratio_max']})")
+    line += "\n" + _utility_line(m.get("utility") or {})
     rec = (m.get("sampler_curve") or {}).get("recommended")
     if rec:
         line += f"\nrecommended sampler: {rec['scheduler']} {rec['steps']} steps ({rec['images_per_s']:.3g} images/s)"
     return line
+
+
+def _utility_line(u: dict) -> str:
+    if u.get("skipped") or not u:
+        return f"utility: skipped ({u.get('skipped', 'not run')})"
+    parts = []
+    c, lm = u["tstr"].get("curvature", {}), u["tstr"].get("landmarks", {})
+    if "ratio" in c:
+        r = c["ratio"]["balanced_accuracy"]
+        parts.append(f"curvature balanced accuracy TSTR/TRTR {_num(r['ratio'])} [{_num(r['ci95'][0])}, {_num(r['ci95'][1])}]")
+    if "ratio" in lm:
+        r = lm["ratio"]["mre_share"]
+        parts.append(f"landmark MRE TSTR/TRTR {_num(r['ratio'])} [{_num(r['ci95'][0])}, {_num(r['ci95'][1])}]")
+    return "utility: " + ("; ".join(parts) or "no TSTR score (see eval/utility.json)") + " -> eval/utility.json"
 
 
 def _num(x) -> str:
@@ -64,10 +83,13 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                    help="also score every saved checkpoint (evaluate.checkpoint_curve.*) and plot against step")
     p.add_argument("--samplers", action="store_true",
                    help="also run the sampler speed-quality curve (evaluate.sampler_curve.*)")
+    p.add_argument("--utility", action="store_true",
+                   help="recompute the utility evaluation (evaluate.utility.*, eval/utility.json) even if its inputs "
+                        "are unchanged; it runs by default whenever the samples carry labels")
     p.add_argument("--force", action="store_true", help="recompute the main metrics even if inputs are unchanged")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 EVALUATE = Command(DESCRIPTION, _run, _summary, _arguments,
-                   reruns=lambda args: bool(args.force or args.checkpoints or args.samplers))
+                   reruns=lambda args: bool(args.force or args.checkpoints or args.samplers or args.utility))

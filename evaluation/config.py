@@ -72,6 +72,49 @@ class FidelityConfig(Strict):
     seed: int = Field(0, description="Seed of the networks' initialisation, batches, augmentation and bootstrap.")
 
 
+class UtilityConfig(Strict):
+    """Downstream utility and coverage of conditional samples (evaluation.utility): train-synthetic-test-real
+    against train-real-test-real, the augmentation curve, C2-C7 angle agreement and coverage by group.
+    Written to eval/utility.json. Training length is in optimiser steps, not epochs, so every arm and every
+    point of the augmentation curve gets the same compute whatever its training-set size."""
+
+    enabled: bool = Field(True, description="Run the utility evaluation when samples/ has conditional samples "
+                          "(curvature, keypoints columns); skipped with a note otherwise.")
+    max_train: int = Field(2000, ge=4, description="Cap on real training images (the TRTR pool and augmentation base).")
+    seeds: int = Field(3, ge=1, description="Training seeds per TSTR / TRTR arm (the interval covers them).")
+    augment_seeds: int = Field(2, ge=1, description="Training seeds per point of the augmentation curve.")
+    augment_multipliers: list[float] = Field(default_factory=lambda: [0, 1, 2, 4], description=(
+        "Synthetic images added per real training image on the augmentation curve; points needing more "
+        "synthetic images than the samples hold are dropped (noted in utility.json)."))
+    augment_real: int | None = Field(None, ge=2, description=(
+        "Real training images of the augmentation base (None: as many as let the largest multiplier fit "
+        "the synthetic set, at least augment_min_real, at most all)."))
+    augment_min_real: int = Field(16, ge=2, description="Fewest real training images of the augmentation base.")
+    classifier_steps: int = Field(150, ge=1, description="Optimiser steps of each curvature / sex / age classifier.")
+    classifier_size: int = Field(32, ge=16, description="Images are area-resized to this size for the classifiers.")
+    classifier_width: int = Field(16, ge=4, description="Channels of the classifier's first block.")
+    detector_steps: int = Field(200, ge=1, description="Optimiser steps of each landmark detector.")
+    detector_size: int = Field(32, ge=16, description=(
+        "Images are area-resized to this size for the landmark detector (keypoints scaled with them; errors "
+        "are reported in the images' own pixels)."))
+    detector_width: int = Field(8, ge=4, description="Channels of the landmark detector's first block.")
+    batch_size: int = Field(32, ge=2, description="Training batch size.")
+    learning_rate: float = Field(3e-3, gt=0, description="Peak learning rate (AdamW, one-cycle).")
+    shift: int = Field(3, ge=0, description="Training augmentation: random shifts of up to this many pixels "
+                       "(at the network's input size).")
+    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples (holdout images and seeds) of every interval.")
+    age_bands: list[int] = Field(default_factory=lambda: [40, 60], description=(
+        "Edges of the age bands of the coverage table (years): [40, 60] gives <40, 40-59, >=60."))
+    under_covered_ratio: float = Field(0.5, gt=0, description=(
+        "A group is called under-covered when its synthetic share is below this times its real share."))
+    low_recall: float = Field(0.5, gt=0, description=(
+        "A group's recall is called low when below this times the real-vs-real recall of that group (or "
+        "below this value when there is no real yardstick)."))
+    tstr_gap_ratio: float = Field(0.9, gt=0, description=(
+        "A TSTR/TRTR score ratio whose interval lies below this (errors: above 1/this) is called a gap."))
+    seed: int = Field(0, description="Base seed of subsets, networks, augmentation and bootstrap.")
+
+
 class EvaluateConfig(Strict):
     """FID/KID, FRD, precision/recall, diversity, checkpoint curve and sampler speed-quality curve."""
 
@@ -94,5 +137,7 @@ class EvaluateConfig(Strict):
                              "(cspine.twosample): AUC with interval in metrics.json, figures/c2st_most_synthetic.png.")
     fidelity: FidelityConfig = Field(default_factory=FidelityConfig, description="Control and label fidelity of "
                                      "conditional samples: metrics.json key `fidelity`, figures/fidelity_*.png.")
+    utility: UtilityConfig = Field(default_factory=UtilityConfig, description="Downstream utility and coverage "
+                                   "of conditional samples: eval/utility.json, figures/utility_*.png.")
     checkpoint_curve: CheckpointCurveConfig = Field(default_factory=CheckpointCurveConfig)
     sampler_curve: SamplerCurveConfig = Field(default_factory=SamplerCurveConfig)

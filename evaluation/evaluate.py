@@ -4,8 +4,8 @@ Steps: load real holdout/train images and synthetic samples; embed them with the
 (through the shared feature cache); FID/KID/precision/recall against holdout and, apart, against
 training images, with a real-vs-real floor; FRD; MS-SSIM diversity; the classifier two-sample test; optionally the checkpoint curve and
 the sampler speed-quality curve; the classifier two-sample test (evaluation.separability); for conditional
-samples the control and label fidelity (evaluation.fidelity, key ``fidelity``); then metrics.json, figures
-and summary.md.
+samples the control and label fidelity (evaluation.fidelity, key ``fidelity``) and the downstream utility
+and coverage (evaluation.utility, eval/utility.json); then metrics.json, figures and summary.md.
 Finished work is skipped: the main metrics and the fidelity metrics when their inputs are unchanged
 (a fingerprint each), curve points per setting (eval/*_curve.json).
 """
@@ -22,14 +22,14 @@ from cspine import provenance, rundata
 from cspine.config import RunConfig
 from cspine.inception import network_id
 from cspine.rundir import RunDir
-from evaluation import curves, fidelity, metrics, report
+from evaluation import curves, fidelity, metrics, report, utility
 from evaluation.data import ImageSet, load_real, load_samples
 from evaluation.features import set_features
 from evaluation.separability import c2st_metric
 
 
 #: Parts of the evaluate config with their own skip logic, left out of the main metrics' fingerprint.
-_APART = {"checkpoint_curve", "sampler_curve", "fidelity"}
+_APART = {"checkpoint_curve", "sampler_curve", "fidelity", "utility"}
 
 
 def _fingerprint(cfg: RunConfig, run: RunDir) -> str:
@@ -53,8 +53,10 @@ def compare(real: np.ndarray, fake: np.ndarray, k: int, kid_subset: int, kid_sub
 
 
 def run_evaluate(cfg: RunConfig, run: RunDir, *, checkpoints: bool = False, samplers: bool = False,
-                 force: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Run the stage; returns the content of eval/metrics.json."""
+                 force: bool = False, redo_utility: bool = False, progress: bool = True,
+                 log: Callable[[str], None] = print) -> dict:
+    """Run the stage; returns the content of eval/metrics.json (the utility evaluation, written to
+    eval/utility.json, is under the key ``utility`` of the returned dict only, for the summary line)."""
     ec = cfg.evaluate
     run.eval.mkdir(parents=True, exist_ok=True)
     figs = run.eval / "figures"
@@ -85,6 +87,9 @@ def run_evaluate(cfg: RunConfig, run: RunDir, *, checkpoints: bool = False, samp
         cfg, run, lambda s: set_features(s, batch_size=ec.batch_size, progress=progress), old=old.get("fidelity"),
         force=force, log=log)
 
+    u = utility.run_utility(cfg, run, lambda s: set_features(s, batch_size=ec.batch_size, progress=progress),
+                            force=force or redo_utility, log=log)
+
     seed = cfg.seed + ec.sample_seed_offset
     if checkpoints:
         cc = ec.checkpoint_curve
@@ -110,8 +115,8 @@ def run_evaluate(cfg: RunConfig, run: RunDir, *, checkpoints: bool = False, samp
         m["sampler_curve"] = old["sampler_curve"]
 
     atomic.write_json(metrics_path, m)
-    atomic.write_text(run.eval / "summary.md", report.summary_markdown(m))
-    return m
+    atomic.write_text(run.eval / "summary.md", report.summary_markdown(m, utility=u))
+    return {**m, "utility": u}
 
 
 def _main_metrics(cfg: RunConfig, run: RunDir, holdout: ImageSet, train: ImageSet, feats: dict, progress: bool,

@@ -62,3 +62,16 @@ def bland_altman(measured, reference) -> dict:
     half = 1.96 * sd / np.sqrt(n)
     return {"n": n, "bias": bias, "bias_ci": [bias - half, bias + half], "sd": sd,
             "loa": [bias - 1.96 * sd, bias + 1.96 * sd], "mean_abs_error": float(np.abs(d).mean())}
+
+
+def c2c7_angles_array(keypoints: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
+    """C2-C7 angles (degrees, lordosis positive) of keypoint arrays ``[n, K, 2]`` in ``labels`` order: the same
+    angle as :func:`c2c7_angle`, vectorised (NaN where one of the four endplate corners is missing)."""
+    kp = np.asarray(keypoints, np.float64)
+    pos = {name: i for i, name in enumerate(labels)}
+
+    def orient(level: str) -> np.ndarray:
+        a, p = kp[:, pos[f"{level} bottom left"]], kp[:, pos[f"{level} bottom right"]]
+        return np.degrees(np.arctan2(p[:, 1] - a[:, 1], p[:, 0] - a[:, 0]))
+
+    return (orient("C2") - orient("C7") + 180.0) % 360.0 - 180.0

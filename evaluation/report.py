@@ -273,7 +273,7 @@ def fidelity_markdown(fd: dict) -> list[str]:
     return lines
 
 
-def summary_markdown(m: dict) -> str:
+def summary_markdown(m: dict, utility: dict | None = None) -> str:
     """The eval/summary.md snippet from metrics.json's content."""
     lines = []  # the card puts this under its own "## Quality metrics" heading
     sets = m.get("sets", {})
@@ -327,6 +327,10 @@ def summary_markdown(m: dict) -> str:
     lines.append("")
     lines.append("![synthetic examples](figures/synthetic_examples.png)")
     lines += fidelity_markdown(m.get("fidelity") or {})
+    if utility is not None:
+        from evaluation.utility_report import utility_markdown
+
+        lines += utility_markdown(utility)
     ck = m.get("checkpoint_curve") or []
     if ck:
         lines += ["", "### Checkpoints", "", "| checkpoint | step | KID | FID |", "| --- | --- | --- | --- |"]

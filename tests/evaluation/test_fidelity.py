@@ -99,7 +99,7 @@ def _ladder_json(shift: float) -> str:
 SMALL = {"evaluate.max_images": 10, "evaluate.frd": False, "evaluate.c2st.enabled": False,
          "evaluate.diversity_pairs": 10, "evaluate.kid_subsets": 10, "evaluate.fidelity.max_train": 12,
          "evaluate.fidelity.classifier_epochs": 2, "evaluate.fidelity.detector_epochs": 2,
-         "evaluate.fidelity.bootstrap": 50}
+         "evaluate.fidelity.bootstrap": 50, "evaluate.utility.enabled": False}  # utility: tests/evaluation/test_utility.py
 
 
 def _evaluate(run, *extra):

@@ -134,10 +134,11 @@ STAGES: tuple[Stage, ...] = (
           outputs=lambda cfg, run: {"summary.json": rundata.sha256_memo(run.audit_summary),
                                     "audit.parquet": rundata.sha256_memo(run.audit_table)},
           needs=("prepare", "sample")),
-    Stage("evaluate", "quality metrics: FID/KID, precision/recall, diversity, sampler speed-quality",
+    Stage("evaluate", "quality (FID/KID, C2ST, precision/recall), control and label fidelity, downstream utility",
           evaluation_cli.EVALUATE, sections=("evaluate",), folder=lambda cfg, run: run.eval,
           inputs=lambda cfg, run: {**rundata.data_fp(run), "samples": rundata.samples_fp(run)},
-          outputs=lambda cfg, run: {"metrics.json": rundata.sha256_memo(run.eval_metrics)},
+          outputs=lambda cfg, run: {name: rundata.sha256_memo(run.eval / name) for name in ("metrics.json", "utility.json")
+                                    if (run.eval / name).is_file()},
           needs=("prepare", "sample"), in_release=lambda cfg: cfg.evaluate.enabled),
     Stage("package", "Parquet shards, dataset card and model card into release/", release_cli.PACKAGE,
           sections=("release",), folder=lambda cfg, run: run.release, inputs=_package_inputs,

@@ -37,7 +37,8 @@ META_COLUMNS = ["image_id", "seed", "scheduler", "steps", "checkpoint", "curvatu
 PUBLIC_FIGURES = {
     "audit": ("distances.png", "dcr.png"),
     "eval": ("synthetic_examples.png", "checkpoint_curve.png", "sampler_curve.png", "c2st_most_synthetic.png",
-             "fidelity_confusion.png", *(f"fidelity_class_{k}.png" for k in range(1, 6))),
+             "fidelity_confusion.png", *(f"fidelity_class_{k}.png" for k in range(1, 6)),
+             "utility_coverage.png", "utility_tstr.png"),
     "study": ("accuracy_per_rater.png", "realism_scores.png"),
 }
 

@@ -26,21 +26,25 @@ from pathlib import Path
 
 import numpy as np
 
+UNCOND = ["model.condition.curvature=false", "model.condition.keypoints=false"]
+COND = ["model.condition.curvature=true", "model.condition.keypoints=true"]
+_VPRED = ["model.prediction_type=v_prediction", "model.beta_schedule=squaredcos_cap_v2", "train.min_snr_gamma=5"]
+_LRCOS = ["train.learning_rate=0.002", "train.lr_schedule=cosine"]
+_EPS = ["model.prediction_type=epsilon", "model.beta_schedule=linear"]
+
 RECIPES: dict[str, list[str]] = {
-    # the recipe of configs/demo.yaml before issue 14
-    "today": ["model.prediction_type=epsilon", "model.beta_schedule=linear"],
-    "eps_minsnr": ["model.prediction_type=epsilon", "model.beta_schedule=linear", "train.min_snr_gamma=5"],
-    "vpred_cos": ["model.prediction_type=v_prediction", "model.beta_schedule=squaredcos_cap_v2"],
-    "vpred_cos_minsnr": ["model.prediction_type=v_prediction", "model.beta_schedule=squaredcos_cap_v2",
-                         "train.min_snr_gamma=5"],
-    "vpred_zsnr_minsnr": ["model.prediction_type=v_prediction", "model.beta_schedule=linear",
+    # the recipe of configs/demo.yaml before issue 14 (unconditional, epsilon, linear betas, constant LR)
+    "today": [*UNCOND, *_EPS],
+    "today_cond": [*COND, *_EPS],  # + curvature class and landmark layout (issue 11)
+    "eps_minsnr": [*UNCOND, *_EPS, "train.min_snr_gamma=5"],
+    "vpred_cos_minsnr": [*UNCOND, *_VPRED],
+    "vpred_cos_minsnr_lrcos": [*UNCOND, *_VPRED, *_LRCOS],
+    "vpred_cos_minsnr_cond": [*COND, *_VPRED],
+    "vpred_cos_minsnr_lrcos_cond": [*COND, *_VPRED, *_LRCOS],
+    "vpred_zsnr_minsnr": [*UNCOND, "model.prediction_type=v_prediction", "model.beta_schedule=linear",
                           "model.zero_terminal_snr=true", "train.min_snr_gamma=5"],
-    "vpred_cos_minsnr_lrcos": ["model.prediction_type=v_prediction", "model.beta_schedule=squaredcos_cap_v2",
-                               "train.min_snr_gamma=5", "train.learning_rate=0.002", "train.lr_schedule=cosine"],
-    "eps_lr2e-3_cosine": ["model.prediction_type=epsilon", "train.learning_rate=0.002", "train.lr_schedule=cosine"],
-    "eps_ema_fast": ["model.prediction_type=epsilon", "train.ema.power=0.85", "train.ema.decay=0.995"],
-    "eps_bs8_x2": ["model.prediction_type=epsilon", "train.batch_size=8", "train.max_steps=1200",
-                   "train.checkpoint_every=200", "train.sample_every=1200"],
+    "eps_bs8_x2": [*UNCOND, *_EPS, "train.batch_size=8", "train.max_steps=1200", "train.checkpoint_every=200",
+                   "train.sample_every=1200"],
 }
 
 

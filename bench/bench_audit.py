@@ -154,14 +154,43 @@ def bench_throughput() -> dict[str, float]:
     return {name.split(" ")[0]: ips for name, ips in rows}
 
 
+def bench_copydetect() -> float:
+    """copydetect's cost at the paper's scale: training its embedding (a fixed number of steps, whatever the
+    training set's size), embedding every image, and verifying candidates by alignment (the bulk: 10 per
+    synthetic and holdout image, 5 + 5 more per synthetic image for the DCR shares), timed on 64 px phantoms."""
+    from privacy.config import AuditConfig
+    from privacy.copydetect import CopyDetect
+    from tests.privacy.test_power_families import realistic
+
+    cfg = AuditConfig()
+    imgs = realistic(96, seed=7)
+    _, t_setup = _t(CopyDetect(steps=0).fit, imgs[:64])  # glyph bank, embedding the references
+    cd = CopyDetect(steps=10, candidates=cfg.copydetect_candidates)
+    _, t_fit = _t(cd.fit, imgs[:64])
+    per_step = max(t_fit - t_setup, 0.0) / 10  # batch 64 here, 128 at scale: a lower bound
+    q = imgs[64:]
+    (_, _), t_q = _t(cd.topk, q, "train", cfg.top_k)
+    per_call = t_q / (len(q) * cfg.copydetect_candidates)
+    n_hold = PAPER_IMAGES - PAPER_TRAIN - PAPER_SYN
+    calls = (PAPER_SYN * (cfg.copydetect_candidates + 2 * max(1, cfg.copydetect_candidates // 2))
+             + n_hold * cfg.copydetect_candidates)
+    per_step *= 2  # the batch is 128 at scale
+    total = cfg.copydetect_steps * per_step + calls * per_call
+    print(f"copydetect: training {per_step:.2f} s/step x {cfg.copydetect_steps} steps = "
+          f"{cfg.copydetect_steps * per_step:.0f} s; verification {per_call * 1e3:.1f} ms per candidate "
+          f"({cd.workers} threads) x {calls} candidates at the paper's scale = {calls * per_call / 60:.1f} min; "
+          f"per synthetic image {per_call * (cfg.copydetect_candidates + 2 * max(1, cfg.copydetect_candidates // 2)) * 1e3:.0f} ms")
+    return total
+
+
 #: Images the audit embeds per method at the paper's scale: training, holdout (15% of cases), synthetic.
 PAPER_IMAGES = PAPER_TRAIN + round(PAPER_TRAIN / 0.85 * 0.15) + PAPER_SYN
 
 
-def paper_scale_total(ips: dict[str, float], search_s: dict[str, float]) -> dict:
+def paper_scale_total(ips: dict[str, float], search_s: dict[str, float], whole_s: dict[str, float] | None = None) -> dict:
     """Projected audit time at the paper's scale per method (embedding at the measured 64 px throughput,
-    plus its search) and in total, with the dominant method."""
-    per = {m: PAPER_IMAGES / ips[m] + search_s.get(m, 0.0) for m in ips}
+    plus its search; ``whole_s``: methods timed as a whole, copydetect) and in total, with the dominant method."""
+    per = {m: PAPER_IMAGES / ips[m] + search_s.get(m, 0.0) for m in ips} | dict(whole_s or {})
     total = sum(per.values())
     top = max(per, key=per.get)
     print(f"paper-scale audit ({PAPER_IMAGES} images per method, embedding + search, this CPU): "
@@ -188,7 +217,9 @@ def main() -> None:
     ips = bench_throughput()
     search = {"phash": figures["hamming_s"], "dhash": figures["hamming_s"], "pixel": t_pixel,
               "inception": figures["cosine2048_s"], "clip": figures["cosine512_s"]}
-    figures |= paper_scale_total(ips, search)
+    t_copy = bench_copydetect()
+    figures["copydetect_paper_s"] = round(t_copy, 1)
+    figures |= paper_scale_total(ips, search, {"copydetect": t_copy})
     figures["throughput_images_per_s"] = {m: round(v, 2) for m, v in ips.items()}
     record("audit", figures)
 

@@ -96,6 +96,8 @@ def audit_method(
 ) -> MethodResult:
     """Run one method of the audit (see the module docstring). ``planted``: (copies of training images,
     their source rows), searched like synthetic images to measure the method's power (privacy.power)."""
+    if getattr(emb, "verifies", False):
+        return _audit_verified(emb, inputs, cfg, seed, planted)
     g = emb.groups
     b_train, c1, t1 = embed_all(emb, inputs.train, cache, progress, "train", base=True)
     q_hold, c2, t2 = embed_all(emb, inputs.holdout, cache, progress, "holdout")
@@ -115,7 +117,6 @@ def audit_method(
     syn_sub = nearest(q_syn, subset_rows(b_train, g, sub), emb.metric, **kw)
     t_search = time.perf_counter() - t0
     thr = cal.calibrate(emb.name, hold_dist, cfg.holdout_quantile, emb.floor, cfg.floor_max_holdout_share)
-    d = nn_dist[:, 0]
     n_img = len(inputs.train) + len(inputs.holdout) + len(inputs.synth)
     computed = c1 + c2 + c3 + c4
     embed_s = t1 + t2 + t3
@@ -126,18 +127,54 @@ def audit_method(
         power = dict(power_flags=thr.flags(pl_dist[:, 0]), power_floor=thr.floor_hits(pl_dist[:, 0]),
                      power_found=pl_idx[:, 0] == planted[1])
         embed_s += t_pl
+    timing = {
+        "images": n_img, "computed": computed, "cache_hits": n_img - min(computed, n_img),
+        "embed_s": round(embed_s, 3), "search_s": round(t_search, 3),
+        "images_per_s": round(n_img / (embed_s + t_search), 2) if embed_s + t_search > 0 else None,
+    }
+    return _result(emb, thr, nn_idx, nn_dist, hold_dist, syn_hold, syn_sub, timing, power)
+
+
+def _result(emb, thr, nn_idx, nn_dist, hold_dist, syn_hold, syn_sub, timing, power) -> MethodResult:
+    d = nn_dist[:, 0]
     return MethodResult(
         name=emb.name, describe=emb.describe, metric=emb.metric, scale=emb.scale, threshold=thr,
         nn_idx=nn_idx, nn_dist=nn_dist, holdout_dist=hold_dist, synth_to_holdout=syn_hold,
         synth_to_train_subset=syn_sub, flags=thr.flags(d), floor_hits=thr.floor_hits(d),
-        percentile=cal.holdout_percentile(d, hold_dist),
-        timing={
-            "images": n_img, "computed": computed, "cache_hits": n_img - min(computed, n_img),
-            "embed_s": round(embed_s, 3), "search_s": round(t_search, 3),
-            "images_per_s": round(n_img / (embed_s + t_search), 2) if embed_s + t_search > 0 else None,
-        },
-        **power,
+        percentile=cal.holdout_percentile(d, hold_dist), timing=timing, **power,
     )
+
+
+def _audit_verified(emb, inputs: AuditInputs, cfg, seed: int, planted) -> MethodResult:
+    """A method that is trained on the run and verifies candidates (privacy/copydetect.py): the same
+    quantities as :func:`audit_method`, from ``emb.fit`` and ``emb.topk`` (no feature cache)."""
+    t0 = time.perf_counter()
+    emb.fit(inputs.train, inputs.holdout)
+    t_fit = time.perf_counter() - t0
+    rng = np.random.default_rng(seed)
+    n_train = len(inputs.train)
+    sub = rng.choice(n_train, size=min(n_train, len(inputs.holdout)), replace=False)
+    t0 = time.perf_counter()
+    nn_idx, nn_dist = emb.topk(inputs.synth, "train", cfg.top_k)
+    hold_dist = emb.topk(inputs.holdout, "train", 1)[1][:, 0]
+    n_dcr = max(1, emb.candidates // 2)  # the DCR shares need only each image's nearest: fewer candidates
+    syn_hold = emb.topk(inputs.synth, "holdout", 1, candidates=n_dcr)[1][:, 0]
+    syn_sub = emb.topk(inputs.synth, "train", 1, subset=sub, candidates=n_dcr)[1][:, 0]
+    t_search = time.perf_counter() - t0
+    thr = cal.calibrate(emb.name, hold_dist, cfg.holdout_quantile, emb.floor, cfg.floor_max_holdout_share)
+    power = {}
+    t_pl = 0.0
+    if planted is not None and len(planted[0]):
+        t0 = time.perf_counter()
+        pl_idx, pl_dist = emb.topk(planted[0], "train", 1)
+        t_pl = time.perf_counter() - t0
+        power = dict(power_flags=thr.flags(pl_dist[:, 0]), power_floor=thr.floor_hits(pl_dist[:, 0]),
+                     power_found=pl_idx[:, 0] == planted[1])
+    n_img = len(inputs.train) + len(inputs.holdout) + len(inputs.synth)
+    timing = {"images": n_img, "computed": n_img, "cache_hits": 0, "train_s": round(t_fit, 3),
+              "embed_s": round(t_fit, 3), "search_s": round(t_search + t_pl, 3),
+              "images_per_s": round(n_img / (t_fit + t_search), 2) if t_fit + t_search > 0 else None}
+    return _result(emb, thr, nn_idx, nn_dist, hold_dist, syn_hold, syn_sub, timing, power)
 
 
 def _method_table(m: MethodResult, train_ids: np.ndarray) -> dict[str, object]:

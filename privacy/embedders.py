@@ -410,6 +410,10 @@ def build_embedders(cfg, notes: list[str]) -> list[Embedder]:
         elif m == "pixel":
             out.append(PixelEmbedder(size=cfg.pixel_size, align_steps=cfg.pixel_align_steps,
                                      floor=1.0 - float(cfg.pixel_floor)))
+        elif m == "copydetect":
+            from privacy.copydetect import CopyDetect
+
+            out.append(CopyDetect(steps=cfg.copydetect_steps, candidates=cfg.copydetect_candidates))
         else:  # pragma: no cover - the config's Literal forbids it
             raise ValueError(f"audit.methods: unknown method {m!r}")
     return out

@@ -96,9 +96,18 @@ def train_setup(sizes: Sizes):
 
     torch.manual_seed(0)
     base = build_unet(sizes.model_cfg, sizes.resolution)
+    n_params = count_parameters(base)
     clean = torch.rand(sizes.train_batch, 1, sizes.resolution, sizes.resolution) * 2 - 1
     batch = noised_batch(clean, build_noise_scheduler(sizes.model_cfg), sizes.model_cfg.prediction_type, 0, 0)
-    say(f"training images/s: U-Net of {count_parameters(base) / 1e6:.1f}M parameters, {sizes.resolution} px, "
+    if sizes.model_cfg.condition.curvature:  # time the real conditional forward: class embedding + layout channels
+        from training.hub_pipeline import MAP_CHANNELS
+        from training.model import conditioned_forward
+
+        labels = torch.arange(sizes.train_batch) % 5 + 1
+        maps = torch.rand(sizes.train_batch, MAP_CHANNELS if sizes.model_cfg.condition.keypoints else 0,
+                          sizes.resolution, sizes.resolution)
+        base = conditioned_forward(base, labels, maps if maps.shape[1] else None)
+    say(f"training images/s: U-Net of {n_params / 1e6:.1f}M parameters, {sizes.resolution} px, "
         f"batch {sizes.train_batch} (warm-up 2 steps, best of {sizes.rounds})")
     return base, batch
 

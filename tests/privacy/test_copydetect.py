@@ -39,6 +39,17 @@ def test_rotation_and_shift_fallback_recovers_a_known_warp_at_the_start_zoom():
     assert np.abs(w[:, 2] - m[:, 2]).max() < 1.0, w
 
 
+def test_burned_in_masks_text_with_its_edge_but_not_around_a_clipped_area():
+    x = np.full((64, 64), 0.5, np.float32)
+    x[:, :20] = 0.0  # a clipped black band (window/level, black fill): 31% of the image
+    x[40:45, 40:50] = 1.0  # a white glyph
+    x[39, 40:50] = 0.7  # its anti-aliased edge
+    m = align._burned_in(x)
+    assert m[40:45, 40:50].all() and m[39, 40:50].all() and m[45, 40:50].all()  # glyph and its ring
+    assert m[:, :20].all() and not m[:, 20:22].any()  # the band itself, no ring around it
+    assert m.sum() == 64 * 20 + 7 * 12
+
+
 def test_copies_are_closer_to_their_source_than_distinct_images():
     x = to_unit(IMAGES).astype(np.float32)
     rng = np.random.default_rng(0)

@@ -73,7 +73,7 @@ class AuditConfig(Strict):
         description="Training images copied under each change family (privacy.power, 21 families) to measure the "
         "audit's own recall, reported in summary.json, report.html and the dataset card (0: skip the measurement). "
         "Every copy is searched by every method; 20 x 21 = 420 copies resolve recall to 5% per family and cost "
-        "copydetect about 20 s on one core (10 candidates verified each).",
+        "copydetect about 40 s on one core (10 candidates verified each).",
     )
     report_pairs: int = Field(40, ge=1, description="Most similar synthetic/training pairs shown in report.html.")
     exclude_flagged: bool = Field(False, description="Release the unflagged images instead of failing the gate (same as --exclude-flagged).")

@@ -22,10 +22,39 @@ def test_alignment_recovers_a_rotation_and_rejects_implausible_warps():
     assert not align.plausible(np.array([[0.5, 0, 0], [0, 0.5, 0]], np.float32))  # halving is no copy's warp
 
 
+def test_rotation_and_shift_fallback_recovers_a_known_warp_at_the_start_zoom():
+    import cv2
+
+    a, R = IMAGES[3], IMAGES.shape[-1]
+    c = (R - 1) / 2
+    m = cv2.getRotationMatrix2D((c, c), 3.0, 0.93)  # the warp power._affine applies (reference -> copy)
+    m[0, 2] += 0.04 * R
+    ref, query = to_unit(a).astype(np.float32), to_unit(power._affine(a, angle=3.0, scale=0.93, tx=0.04))
+    half = (R // 2, R // 2)
+    start = np.array([[0.93, 0, c * 0.07], [0, 0.93, c * 0.07]], np.float32)  # the zoom alone, no rotation
+    w = align._coarse(cv2.resize(ref, half, interpolation=cv2.INTER_AREA),
+                      cv2.resize(query.astype(np.float32), half, interpolation=cv2.INTER_AREA), [start], affine=False)
+    assert w is not None
+    assert np.abs(w[:, :2] - m[:, :2]).max() < 0.02, w
+    assert np.abs(w[:, 2] - m[:, 2]).max() < 1.0, w
+
+
+def test_burned_in_masks_text_with_its_edge_but_not_around_a_clipped_area():
+    x = np.full((64, 64), 0.5, np.float32)
+    x[:, :20] = 0.0  # a clipped black band (window/level, black fill): 31% of the image
+    x[40:45, 40:50] = 1.0  # a white glyph
+    x[39, 40:50] = 0.7  # its anti-aliased edge
+    m = align._burned_in(x)
+    assert m[40:45, 40:50].all() and m[39, 40:50].all() and m[45, 40:50].all()  # glyph and its ring
+    assert m[:, :20].all() and not m[:, 20:22].any()  # the band itself, no ring around it
+    assert m.sum() == 64 * 20 + 7 * 12
+
+
 def test_copies_are_closer_to_their_source_than_distinct_images():
     x = to_unit(IMAGES).astype(np.float32)
     rng = np.random.default_rng(0)
-    for fam in ("rotate", "translate", "crop_large", "overlay", "window_level"):
+    for fam in ("rotate", "translate", "crop_large", "overlay", "window_level", "blur", "sharpen",
+                "geometric_filter", "scale_shear_denoise"):
         c = to_unit(power.FAMILIES[fam](IMAGES[1], rng)).astype(np.float32)
         own = align.similarity(x[1], c)
         others = max(align.similarity(x[j], c) for j in range(2, 12))

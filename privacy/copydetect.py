@@ -48,13 +48,14 @@ class CopyDetect(Embedder):
 
     @property
     def method_id(self) -> str:
-        return f"copydetect:sscd{sscd.IN}-{self.steps}steps-seed{self.seed}:ecc-affine:dog-rank-trim{align.TRIM}"
+        return (f"copydetect:sscd{sscd.IN}-{self.steps}steps-seed{self.seed}:ecc-affine+rigid-fallback:"
+                f"dog-rank-trim{align.TRIM}:matched-blur:text-mask")
 
     @property
     def describe(self) -> str:
         return (f"copy detection: SSCD-style embedding trained on the training images ({self.steps} steps, "
-                f"{sscd.IN} px) proposes {self.candidates} candidates; each is aligned by ECC (affine) and compared "
-                f"by trimmed band-pass rank correlation")
+                f"{sscd.IN} px) proposes {self.candidates} candidates; each is aligned by ECC (affine, else rotation "
+                f"and shift) and compared by trimmed band-pass rank correlation at matched blurs, burned-in text masked")
 
     def fit(self, train: np.ndarray, holdout: np.ndarray | None = None) -> "CopyDetect":
         """Train the embedding on ``train`` and keep ``train`` (and ``holdout``) as reference sets."""

@@ -23,8 +23,8 @@ from evaluation.fidelity import fidelity_metrics, run_fidelity
 from evaluation.fidelity_data import KEYPOINT_LABELS, real_labelled
 from tests.fakerun import REPO, write_records
 
-PHANTOM = {"data.phantom.count": 240, "data.phantom.cases": 240, "data.phantom.height": 128,
-           "data.phantom.width": 100, "data.resolution": 32, "data.holdout_fraction": 0.35}
+PHANTOM = {"data.phantom.count": 400, "data.phantom.cases": 400, "data.phantom.height": 256,
+           "data.phantom.width": 200, "data.resolution": 32, "data.holdout_fraction": 0.35}
 
 
 @pytest.fixture(autouse=True)

@@ -22,12 +22,12 @@ def test_angle_is_the_difference_of_endplate_tilts():
 
 
 def test_phantom_lordosis_is_positive_and_kyphosis_negative():
-    from training.phantom.anatomy import keypoints, layout, sample_case
+    from training.phantom.anatomy import keypoints, layout, sample_case, sample_pose
 
     by_class = {}
     for i in range(120):
         case = sample_case(7, i)
-        kp = keypoints(layout(case, 512, 400, np.random.default_rng(i)))
+        kp = keypoints(layout(case, 512, 400, sample_pose(np.random.default_rng(i))))
         by_class.setdefault(case.curvature, []).append(c2c7_angle(kp))
     assert np.mean(by_class[1]) > 10.0 and np.mean(by_class[5]) < -5.0
 

@@ -1,7 +1,8 @@
 """Downstream utility (evaluation.utility) on real stage outputs, and through `cspine evaluate`.
 
 The measurement tests use the real chain's data: phantom radiographs (`cspine demo-data`) prepared by
-`cspine prepare` at 32 px (240 images, about 156 for training). The real training images are split in two
+`cspine prepare` at 32 px (400 films of 256 x 200, about 260 for training; phantom-5's pose and acquisition
+variation needs that many for the small classifier to learn the curvature classes). The real training images are split in two
 halves: one stays "real", the other stands in for a synthetic set. With their true labels the stand-ins
 must score like real images (TSTR / TRTR near 1, interval covering 1); with shuffled labels, and as pure
 noise images with real labels, they must score clearly worse. The wiring test makes the fake run

@@ -29,7 +29,7 @@ import numpy as np
 UNCOND = ["model.condition.curvature=false", "model.condition.keypoints=false"]
 COND = ["model.condition.curvature=true", "model.condition.keypoints=true"]
 _VPRED = ["model.prediction_type=v_prediction", "model.beta_schedule=squaredcos_cap_v2", "train.min_snr_gamma=5"]
-_LRCOS = ["train.learning_rate=0.002", "train.lr_schedule=cosine"]
+_LRCOS = ["train.learning_rate=0.002"]  # (the cosine LR decay is the default already)
 _EPS = ["model.prediction_type=epsilon", "model.beta_schedule=linear"]
 
 RECIPES: dict[str, list[str]] = {
@@ -40,6 +40,8 @@ RECIPES: dict[str, list[str]] = {
     "vpred_cos_minsnr": [*UNCOND, *_VPRED],
     "vpred_cos_minsnr_lrcos": [*UNCOND, *_VPRED, *_LRCOS],
     "vpred_cos_minsnr_cond": [*COND, *_VPRED],
+    "vpred_cos_cond": [*COND, "model.prediction_type=v_prediction", "model.beta_schedule=squaredcos_cap_v2"],
+    "vpred_lin_cond": [*COND, "model.prediction_type=v_prediction", "model.beta_schedule=linear"],
     "vpred_cos_minsnr_lrcos_cond": [*COND, *_VPRED, *_LRCOS],
     "vpred_zsnr_minsnr": [*UNCOND, "model.prediction_type=v_prediction", "model.beta_schedule=linear",
                           "model.zero_terminal_snr=true", "train.min_snr_gamma=5"],

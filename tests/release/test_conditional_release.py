@@ -96,9 +96,19 @@ def test_cards_document_labels_and_custom_pipeline(conditional_run):
 
 
 def test_released_pipeline_loads_offline_with_stock_diffusers(conditional_run, tmp_path):
-    """What the model card shows, run in a clean process with the Hub offline: both diffusers spellings."""
+    """What the model card shows, run in a clean process with the Hub offline: both diffusers spellings.
+
+    The process stands for a fresh venv with stock diffusers: it refuses to import any of this project's
+    packages (they are installed in the test venv), so the released folder must carry all its code."""
     code = (
-        "import sys, torch\nfrom diffusers import DiffusionPipeline\n"
+        "import sys, importlib.abc\n"
+        "class NoProject(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in {'cspine', 'training', 'privacy', 'evaluation', 'release', 'reader_study',"
+        " 'dataset_card'}:\n"
+        "            raise ImportError('project package imported by the released pipeline: ' + name)\n"
+        "sys.meta_path.insert(0, NoProject())\n"
+        "import torch\nfrom diffusers import DiffusionPipeline\n"
         "a = DiffusionPipeline.from_pretrained(sys.argv[1], trust_remote_code=True)\n"
         "b = DiffusionPipeline.from_pretrained(sys.argv[1], custom_pipeline=sys.argv[1], trust_remote_code=True)\n"
         "out = a(curvature=2, num_images=2, num_inference_steps=2, guidance_scale=1.5, output_type='np',\n"

@@ -38,7 +38,7 @@ from cspine.gate import read_gate
 from cspine.rundir import RunDir, checkpoint_step
 from reader_study import blinding, store
 from reader_study.assets import encode_png
-from reader_study.design import REAL, DesignError, Trial, make_trials, rater_order
+from reader_study.design import REAL, DesignError, Trial, make_stratified_trials, make_trials, rater_order
 
 log = logging.getLogger("cspine.study")
 
@@ -97,11 +97,31 @@ def study_inputs(cfg: RunConfig, run: RunDir) -> tuple[list[str], dict[str, list
     return real_ids, synthetic, index, samples
 
 
+def class_strata(run: RunDir, index: pd.DataFrame, samples: pd.DataFrame) -> dict[str, str]:
+    """image id -> curvature class, from the real labels and the conditional samples' ``curvature`` column."""
+    out: dict[str, str] = {}
+    for image_id, raw in zip(index["image_id"].astype(str), index["labels"]):
+        try:
+            c = json.loads(raw).get("curvature") if isinstance(raw, str) and raw else None
+        except json.JSONDecodeError:
+            c = None
+        if c is not None:
+            out[image_id] = str(int(c))
+    if "curvature" not in samples.columns or samples["curvature"].isna().all():
+        raise ValueError(f"study.stratify_by_class: {run.samples_table} has no curvature column with classes "
+                         "(unconditional samples); turn it off or sample a conditional model")
+    for image_id, c in zip(samples["image_id"].astype(str), samples["curvature"]):
+        if pd.notna(c):
+            out[image_id] = str(int(c))
+    return out
+
+
 def fingerprint(cfg: RunConfig, real_ids: list[str], synthetic: dict[str, list[str]]) -> str:
     s = cfg.study
     design = dict(
         seed=cfg.seed, trials=s.trials, k=s.alternatives, likert=s.likert_points, size=s.image_size,
         allow_fewer=s.allow_fewer_trials, real=sorted(real_ids), synthetic={g: sorted(v) for g, v in synthetic.items()},
+        **({"stratify_by_class": True} if s.stratify_by_class else {}),
     )
     return hashlib.sha256(json.dumps(design, sort_keys=True).encode()).hexdigest()
 
@@ -182,8 +202,12 @@ def build_study(cfg: RunConfig, run: RunDir, force: bool = False) -> dict:
         return current
     s = cfg.study
     try:
-        trials, warnings = make_trials(real_ids, synthetic, s.trials, s.alternatives, cfg.seed, s.allow_fewer_trials)
-    except DesignError as err:
+        if s.stratify_by_class:
+            trials, warnings = make_stratified_trials(real_ids, synthetic, class_strata(run, index, samples), s.trials,
+                                                      s.alternatives, cfg.seed, s.allow_fewer_trials)
+        else:
+            trials, warnings = make_trials(real_ids, synthetic, s.trials, s.alternatives, cfg.seed, s.allow_fewer_trials)
+    except (DesignError, ValueError) as err:
         raise StudyError(str(err)) from None
     for w in warnings:
         log.warning(w)
@@ -284,6 +308,7 @@ def _write_organiser_files(paths: StudyPaths, cfg: RunConfig, key: dict, n_trial
 def _key_entry(t: Trial, names: dict) -> dict:
     return {
         "trial": t.index,
+        **({"stratum": t.stratum} if t.stratum is not None else {}),
         "real_position": t.real_position,
         "alternatives": [
             {"position": p, "asset": names[(t.index, p)], "kind": a.kind, "group": a.group, "image_id": a.image_id}

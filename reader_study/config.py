@@ -50,6 +50,10 @@ class StudyConfig(Strict):
         False, description="Build as many trials as the images allow (with a warning) instead of stopping when T cannot be filled.",
     )
     blinding: BlindingConfig = Field(default_factory=BlindingConfig)
+    stratify_by_class: bool = Field(
+        False, description="Each trial draws its real and synthetic images from one curvature class (real labels; the "
+        "class conditional samples were drawn for), so raters compare like with like; needs both labelled.",
+    )
     skip_audit_excluded: bool = Field(
         True, description="Leave out the synthetic images the privacy audit excluded from the release (its gate's "
         "`excluded`, audit/summary.json), when an audit exists.",

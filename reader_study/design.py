@@ -6,6 +6,12 @@ A trial holds k alternatives, exactly one of them a held-out real image. The k-1
 from the synthetic groups (training checkpoints) in a cyclic order, so with k-1 == number of groups every
 trial holds one image of each group (the paper's design) and otherwise the groups are used equally often.
 No image is used twice in a study.
+
+With strata (``make_stratified_trials``: the curvature class of conditional samples and of the real
+images' labels) every trial draws its real image and its synthetic alternatives from one stratum, so a
+rater compares like with like (a kyphotic real film is never picked out among lordotic synthetic ones for
+its curvature), and the answer key records each trial's class. Trials are split over the strata in
+proportion to their held-out real images, as far as each stratum's images allow.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ class Trial:
 
     index: int
     alternatives: tuple[Alternative, ...]
+    stratum: str | None = None
 
     @property
     def real_position(self) -> int:
@@ -115,6 +122,63 @@ def make_trials(
         order = rng.permutation(k)
         out.append(Trial(t, tuple(alts[i] for i in order)))
     return out, warnings
+
+
+def _allocate(trials: int, shares: dict[str, int], caps: dict[str, int]) -> dict[str, int]:
+    """Trials per stratum: proportional to ``shares`` (largest remainder, one trial at a time), never above ``caps``."""
+    total = sum(shares.values()) or 1
+    given = {c: 0 for c in shares}
+    for _ in range(trials):
+        open_ = [c for c in shares if given[c] < caps.get(c, 0)]
+        if not open_:
+            break
+        best = max(open_, key=lambda c: (trials * shares[c] / total - given[c], shares[c], c))
+        given[best] += 1
+    return given
+
+
+def make_stratified_trials(
+    real_ids: list[str],
+    synthetic: dict[str, list[str]],
+    strata: dict[str, str],
+    trials: int,
+    k: int,
+    seed: int,
+    allow_fewer: bool = False,
+) -> tuple[list[Trial], list[str]]:
+    """Like :func:`make_trials`, but each trial's images share a stratum (``strata``: image id -> stratum).
+
+    Images without a stratum are left out (with a warning). Trials are numbered after a seeded shuffle, so
+    the strata are interleaved in the served order as well as in each rater's own order.
+    """
+    if k < 2:
+        raise DesignError(f"alternatives must be at least 2, got {k}")
+    groups = [g for g in synthetic if synthetic[g]]
+    warnings: list[str] = []
+    unlabelled = sum(1 for i in real_ids if i not in strata) + sum(1 for g in groups for i in synthetic[g] if i not in strata)
+    if unlabelled:
+        warnings.append(f"{unlabelled} images have no stratum (class) and are left out of the stratified study")
+    names = sorted({strata[i] for i in real_ids if i in strata})
+    real_by = {c: [i for i in real_ids if strata.get(i) == c] for c in names}
+    synth_by = {c: {g: [i for i in synthetic[g] if strata.get(i) == c] for g in groups} for c in names}
+    caps = {c: capacity(len(real_by[c]), {g: len(v) for g, v in synth_by[c].items()},
+                        [g for g in groups if synth_by[c][g]], k) if any(synth_by[c].values()) else 0 for c in names}
+    plan = _allocate(trials, {c: len(real_by[c]) for c in names}, caps)
+    built = sum(plan.values())
+    if built < trials:
+        msg = (f"{trials} stratified trials of {k} need images of each class on both sides; the classes allow "
+               f"{built} ({', '.join(f'{c}: {caps[c]}' for c in names) or 'none'})")
+        if not allow_fewer or built == 0:
+            raise DesignError(msg + ("" if built == 0 else " (set study.allow_fewer_trials: true, or study.trials, to build fewer)"))
+        warnings.append(msg + f"; building {built}")
+    out: list[Trial] = []
+    for n, c in enumerate(names):
+        if not plan[c]:
+            continue
+        part, _ = make_trials(real_by[c], {g: v for g, v in synth_by[c].items() if v}, plan[c], k, seed + 7919 * (n + 1))
+        out += [Trial(0, t.alternatives, c) for t in part]
+    rng = np.random.default_rng([seed, _DESIGN_SALT, 1])
+    return [Trial(i, out[j].alternatives, out[j].stratum) for i, j in enumerate(rng.permutation(len(out)))], warnings
 
 
 def rater_order(seed: int, rater_number: int, n_trials: int) -> list[int]:

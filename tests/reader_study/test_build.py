@@ -8,6 +8,7 @@ import json
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from scipy import stats as sps
@@ -15,7 +16,7 @@ from scipy import stats as sps
 from reader_study import store
 from reader_study.assets import chunk_layout, encode_png, png_chunks
 from reader_study.build import StudyError, StudyPaths, build_study
-from reader_study.design import DesignError, make_trials, rater_order
+from reader_study.design import DesignError, make_stratified_trials, make_trials, rater_order
 from tests.reader_study.conftest import GROUPS, study_config
 
 
@@ -47,6 +48,45 @@ def test_design_shortfall_is_a_clear_error_or_fewer_trials_when_allowed():
         make_trials(real, synth, 10, 4, seed=0)
     trials, warnings = make_trials(real, synth, 10, 4, seed=0, allow_fewer=True)
     assert len(trials) == 5 and "building 5" in warnings[0]
+
+
+def test_stratified_design_keeps_each_trial_in_one_class_in_proportion():
+    real = [f"r{i}" for i in range(30)]
+    synth = {"final": [f"s{i}" for i in range(90)]}
+    strata = {**{f"r{i}": "AB"[i % 3 == 0] for i in range(30)},  # 10 of class B, 20 of class A
+              **{f"s{i}": "AB"[i % 3 == 0] for i in range(90)}}
+    trials, warnings = make_stratified_trials(real, synth, strata, 12, 4, seed=3)
+    assert not warnings and len(trials) == 12 and [t.index for t in trials] == list(range(12))
+    for t in trials:
+        assert {strata[a.image_id] for a in t.alternatives} == {t.stratum}  # like with like
+        assert sum(a.kind == "real" for a in t.alternatives) == 1
+    assert Counter(t.stratum for t in trials) == {"A": 8, "B": 4}  # 2 : 1, as the held-out real images
+    used = [a.image_id for t in trials for a in t.alternatives]
+    assert len(used) == len(set(used))
+    assert make_stratified_trials(real, synth, strata, 12, 4, seed=3)[0] == trials
+    # a class with too few synthetic images caps its trials; the rest is a clear error or fewer trials
+    few = {**strata, **{f"s{i}": "A" for i in range(90)}}  # no synthetic image of class B
+    synth36 = {"final": synth["final"][:36]}  # 36 of class A: 12 quartets
+    with pytest.raises(DesignError, match="classes allow 12"):
+        make_stratified_trials(real, synth36, few, 13, 4, seed=0)
+    fewer, warnings = make_stratified_trials(real, synth36, few, 13, 4, seed=0, allow_fewer=True)
+    assert {t.stratum for t in fewer} == {"A"} and "building 12" in warnings[-1]
+
+
+def test_build_stratifies_a_conditional_study_by_class(study_run):
+    s = pd.read_parquet(study_run.samples_table)
+    s["curvature"] = pd.array([i % 2 + 1 for i in range(len(s))], dtype="Int64")
+    s.to_parquet(study_run.samples_table, index=False)
+    index = pd.read_parquet(study_run.index)
+    classes = {row.image_id: (1 if i % 2 else 2) for i, row in enumerate(index.itertuples())}
+    index["labels"] = [json.dumps({**json.loads(l), "curvature": classes[i]}) for i, l in zip(index["image_id"], index["labels"])]
+    index.to_parquet(study_run.index, index=False)
+    build_study(study_config(study_run, trials=6, stratify_by_class=True), study_run)
+    key = json.loads(StudyPaths(study_run).answer_key.read_text())
+    cls = {**{str(k): str(v) for k, v in classes.items()}, **dict(zip(s["image_id"], s["curvature"].astype(str)))}
+    assert len(key["trials"]) == 6
+    for t in key["trials"]:
+        assert {cls[a["image_id"]] for a in t["alternatives"]} == {t["stratum"]}
 
 
 def test_rater_orders_are_seeded_permutations():

@@ -6,7 +6,7 @@ Where it sits: evaluation/, read by evaluation.fidelity. Real images come throug
 (``{"keypoints": {label: [x, y]}, "curvature": 1-5, ...}``, keypoints in cache pixels); synthetic ones
 through samples/samples.parquet, whose conditional columns are ``curvature`` (1-5, null for an
 unconditional sample) and ``keypoints`` (the same JSON object of the 23 CSXA labels, in the sample's
-pixels). Keypoints become a float array ``[n, 23, 2]`` in training.ingest.labels' canonical order with NaN
+pixels). Keypoints become a float array ``[n, 23, 2]`` in cspine.labels' canonical order with NaN
 for a missing point; curvature an int array with 0 for unknown.
 """
 
@@ -19,18 +19,11 @@ import numpy as np
 import pandas as pd
 
 from cspine import rundata
+from cspine.labels import CURVATURE_CLASSES, KEYPOINT_LABELS  # noqa: F401  (re-exported to the evaluation)
 from cspine.rundata import RunDataError
 from cspine.rundir import RunDir
 from evaluation.data import ImageSet, _subsample, load_real
 
-#: The 23 CSXA keypoint labels in canonical order (as training/ingest/labels.py; repeated here because a
-#: stage does not import another stage's internals; tests check the two agree).
-KEYPOINT_LABELS: tuple[str, ...] = (
-    "C2 centroid", "C2 bottom left", "C2 bottom right",
-    *(f"C{v} {side}" for v in range(3, 8) for side in ("top left", "top right", "bottom left", "bottom right")),
-)
-#: Curvature classes 1-5 (as training/ingest/labels.py CURVATURE_CLASSES).
-CURVATURE_CLASSES: dict[int, str] = {1: "lordotic", 2: "straight", 3: "sigmoid", 4: "reverse sigmoid", 5: "kyphotic"}
 #: Columns samples.parquet gains in a conditional run.
 CONDITIONAL_COLUMNS = ("curvature", "keypoints")
 

@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 #: Keypoint labels of the vertebral bodies whose heights give the scale (C3-C7, CSXA order; see
-#: training/ingest/labels.py: "C{v} top left", "C{v} top right", "C{v} bottom left", "C{v} bottom right").
+#: cspine/labels.py: "C{v} top left", "C{v} top right", "C{v} bottom left", "C{v} bottom right").
 LEVELS = (3, 4, 5, 6, 7)
 
 

@@ -30,12 +30,13 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from cspine import atomic
+from cspine.labels import CURVATURE_CLASSES
 
 FORMAT_VERSION = 1
 META_KEY = b"cspine"
 
 #: ClassLabel names of the ``curvature`` column: the index is the CSXA class number; 0 = drawn without a class.
-CURVATURE_NAMES = ("unconditional", "lordotic", "straight", "sigmoid", "reverse sigmoid", "kyphotic")
+CURVATURE_NAMES = ("unconditional", *CURVATURE_CLASSES.values())
 
 
 def shard_name(k: int, n: int, split: str = "train") -> str:

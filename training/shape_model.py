@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from training.hub_pipeline import CLASS_NAMES, layout_from_z
-from training.ingest.labels import KEYPOINT_LABELS
+from cspine.labels import KEYPOINT_LABELS
 from training.seeds import stream_seed
 
 FORMAT = 1

@@ -14,38 +14,14 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from cspine.cli import main as cspine
-from cspine.rundir import RunDir
 from evaluation.config import FidelityConfig
 from evaluation.fidelity import fidelity_metrics, run_fidelity
 from evaluation.fidelity_data import KEYPOINT_LABELS, real_labelled
-from tests.fakerun import REPO, write_records
+from tests.fakerun import write_records
 
-PHANTOM = {"data.phantom.count": 400, "data.phantom.cases": 400, "data.phantom.height": 256,
-           "data.phantom.width": 200, "data.resolution": 32, "data.holdout_fraction": 0.35}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch, tmp_path):
-    monkeypatch.setenv("CSPINE_CACHE", str(tmp_path / "feature-cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def phantom_run(tmp_path_factory) -> RunDir:
-    root = tmp_path_factory.mktemp("fidelity")
-    args = ["--config", str(REPO / "configs" / "demo.yaml"), "--run-dir", str(root / "run"),
-            "--set", f"data.path={root / 'raw'}", "--workers", "1", "--no-progress"]
-    for k, v in PHANTOM.items():
-        args += ["--set", f"{k}={v}"]
-    assert cspine(["demo-data", *args]) == 0
-    assert cspine(["prepare", *args]) == 0
-    return RunDir(root / "run")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_holdout_as_synthetic_scores_like_real_and_shuffled_labels_do_not(phantom_run, tmp_path):

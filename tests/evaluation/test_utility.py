@@ -16,38 +16,23 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from cspine.cli import main as cspine
-from cspine.rundir import RunDir
 from evaluation.config import UtilityConfig
 from evaluation.coverage import real_metadata
 from evaluation.fidelity import json_ready
 from evaluation.fidelity_data import real_labelled
 from evaluation.utility import run_utility, tstr, utility_metrics
-from tests.evaluation.test_fidelity import PHANTOM, SMALL, _ladder_json
-from tests.fakerun import REPO, write_records
+from tests.evaluation.test_fidelity import SMALL, _ladder_json
+from tests.fakerun import write_records
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch, tmp_path):
-    monkeypatch.setenv("CSPINE_CACHE", str(tmp_path / "feature-cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def halves(tmp_path_factory):
-    root = tmp_path_factory.mktemp("utility")
-    args = ["--config", str(REPO / "configs" / "demo.yaml"), "--run-dir", str(root / "run"),
-            "--set", f"data.path={root / 'raw'}", "--workers", "1", "--no-progress"]
-    for k, v in PHANTOM.items():
-        args += ["--set", f"{k}={v}"]
-    assert cspine(["demo-data", *args]) == 0
-    assert cspine(["prepare", *args]) == 0
-    run = RunDir(root / "run")
+def halves(phantom_run):
+    run = phantom_run
     train = real_labelled(run, "train", 2000, 1)
     holdout = real_labelled(run, "holdout", 2000, 0)
     assert len(train) >= 120 and len(holdout) >= 60 and train.has_keypoints.all() and train.has_curvature.all()

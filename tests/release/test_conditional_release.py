@@ -19,7 +19,7 @@ from cspine.cli import main as cspine
 from cspine.stages import load_config
 from tests.fakerun import write_records
 from tests.release.conftest import audit
-from training.ingest.labels import KEYPOINT_LABELS
+from cspine.labels import KEYPOINT_LABELS
 
 
 def conditional_pipeline(run) -> dict:

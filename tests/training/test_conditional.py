@@ -22,7 +22,7 @@ from cspine.rundir import SAMPLES_COLUMNS, RunDir
 from tests.fakerun import make_fake_run
 from tests.training.test_sample import BATCH_TOLERANCE
 from tests.training.test_train import TINY, tiny_cfg
-from training.ingest.labels import KEYPOINT_LABELS
+from cspine.labels import KEYPOINT_LABELS
 
 CONDITIONAL = {**TINY, "model.condition.curvature": True, "model.condition.keypoints": True,
                "model.condition.drop_prob": 0.15, "model.condition.min_class_images": 4,

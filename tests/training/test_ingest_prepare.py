@@ -18,7 +18,7 @@ from pydicom.data import get_testdata_file
 from cspine.stages import load_config
 from cspine.rundir import INDEX_COLUMNS, RunDir
 from training.ingest.errors import IngestError
-from training.ingest.labels import KEYPOINT_LABELS
+from cspine.labels import KEYPOINT_LABELS
 from training.ingest.prepare import prepare
 from training.ingest.resize import anatomy_centre, fit_square, plan_fit
 from training.ingest.split import assign_splits

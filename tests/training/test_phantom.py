@@ -17,7 +17,7 @@ from PIL import Image
 from cspine.stages import load_config
 from cspine.rundir import INDEX_COLUMNS, RunDir
 from training.config import PhantomConfig
-from training.ingest.labels import KEYPOINT_LABELS
+from cspine.labels import KEYPOINT_LABELS
 from training.ingest.prepare import prepare
 from training.phantom import is_complete, make_image, plan_images, write_phantom_folder
 from training.phantom.acquisition import sample_acquisition

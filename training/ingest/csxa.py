@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from training.ingest.errors import IngestError
-from training.ingest.labels import KEYPOINT_LABELS
+from cspine.labels import KEYPOINT_LABELS
 
 PNG_DIR, JSON_DIR = "datasets-PNG", "datasets-JSON"
 _CANONICAL = {k.lower(): k for k in KEYPOINT_LABELS}  # labels match ignoring case and extra spaces

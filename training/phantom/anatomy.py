@@ -53,7 +53,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.ingest.labels import CURVATURE_CLASSES, KEYPOINT_LABELS  # noqa: F401  (re-exported)
+from cspine.labels import CURVATURE_CLASSES, KEYPOINT_LABELS  # noqa: F401  (re-exported)
 
 _CURVATURE_P = np.array([0.42, 0.22, 0.10, 0.10, 0.16])
 

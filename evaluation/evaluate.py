@@ -22,7 +22,7 @@ from cspine import provenance, rundata
 from cspine.config import RunConfig
 from cspine.inception import network_id
 from cspine.rundir import RunDir
-from evaluation import curves, fidelity, metrics, report, utility
+from evaluation import curves, fidelity, metrics, report, utility, washout
 from evaluation.data import ImageSet, load_real, load_samples
 from evaluation.features import set_features
 from evaluation.separability import c2st_metric
@@ -142,6 +142,12 @@ def _main_metrics(cfg: RunConfig, run: RunDir, holdout: ImageSet, train: ImageSe
         m["vs_train"] = compare(feats["train"], f_syn, **args)
     if len(holdout) >= 2 and len(train) >= 2:
         m["real_floor"] = compare(feats["train"], feats["holdout"], **args)
+
+    if len(train) >= 2:  # the washed-out rule (evaluation/washout.py): contrast below the real training images' 1%
+        line = washout.threshold(train.pixels)
+        m["washed_out"] = {"rule": "contrast (sd of intensities) below the real training images' 1% quantile",
+                           "contrast_line": line, "synthetic": washout.washed_out_share(synth.pixels, line),
+                           "holdout": washout.washed_out_share(holdout.pixels, line) if len(holdout) else None}
 
     # per checkpoint present in samples/ (KID and the fast exact FID)
     import pandas as pd

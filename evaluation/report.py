@@ -315,6 +315,10 @@ def summary_markdown(m: dict, utility: dict | None = None) -> str:
         scales = next(iter(div.values()))["scales"]
         lines += ["", f"Diversity, mean pairwise MS-SSIM (lower = more varied; synthetic well above real suggests "
                   f"mode collapse; {scales} scales at this resolution): " + ", ".join(parts) + "."]
+    w = m.get("washed_out") or {}
+    if w:
+        held = "" if w.get("holdout") is None else f", real held-out images {w['holdout']:.0%}"
+        lines += ["", f"Washed-out images ({w['rule']}, {w['contrast_line']:.3f}): synthetic {w['synthetic']:.0%}{held}."]
     c = m.get("c2st") or {}
     if "auc" in c:
         lines += ["", f"Classifier two-sample test (a small CNN trained to tell synthetic from {c['a']} images, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+
 import pytest
 
 from cspine.cli import main
@@ -36,6 +37,16 @@ def test_evaluate_writes_metrics_figures_and_resumes(fake_run, cache_env, capsys
         assert r["n_real"] == 10 and r["n_fake"] == 10 and r["fid"] > 0 and 0 <= r["precision"] <= 1
         assert "biased" in r["note"]
     assert m["network"].startswith("fid-inception-v3:")
+    from evaluation import washout
+    from evaluation.data import load_real, load_samples
+
+    seed = m["config"]["seed"]  # the rule recomputed from the same capped, seeded sets the stage read
+    line = washout.threshold(load_real(fake_run, "train", 10, seed + 1).pixels)
+    w = m["washed_out"]
+    assert w["contrast_line"] == pytest.approx(line)
+    fake = load_samples(fake_run, 10, seed + 2).pixels
+    assert w["synthetic"] == pytest.approx(float((washout.contrast(fake) < line).mean()))
+    assert "Washed-out images" in (fake_run.eval / "summary.md").read_text()
     frd = m["frd"]
     assert ("vs_holdout" in frd and frd["n_real"] == 6) or "skipped" in frd
     assert set(m["diversity"]) == {"synthetic", "holdout", "train"} and m["diversity"]["synthetic"]["scales"] == 3

@@ -32,3 +32,13 @@ def fake_run(_fake_run_template, tmp_path):
     config["run_dir"] = str(dst)  # the copy is its own run: `--config RUN/config.yaml` must point at it
     (dst / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return RunDir(dst)
+
+
+@pytest.fixture()
+def one_thread(monkeypatch, tmp_path):
+    """torch on one thread and a private feature cache for the test."""
+    monkeypatch.setenv("CSPINE_CACHE", str(tmp_path / "feature-cache"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from cspine.cli import main as cspine
 from evaluation.config import FidelityConfig
 from evaluation.fidelity import fidelity_metrics, run_fidelity
-from evaluation.fidelity_data import KEYPOINT_LABELS, real_labelled
-from tests.fakerun import write_records
+from evaluation.fidelity_data import real_labelled
+from tests.evaluation.conftest import make_conditional
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -64,17 +63,6 @@ def test_holdout_as_synthetic_scores_like_real_and_shuffled_labels_do_not(phanto
           f"shuffled: {m2['curvature']['ratio']['ratio']:.3f}, {m2['landmarks']['ratio']['ratio']:.3f}; {m['timings']}")
 
 
-def _ladder_json(shift: float) -> str:
-    pts, y = {"C2 centroid": [32 + shift, 8.0], "C2 bottom left": [28 + shift, 12.0],
-              "C2 bottom right": [36 + shift, 12.0]}, 14.0
-    for v in range(3, 8):
-        pts.update({f"C{v} top left": [28 + shift, y], f"C{v} top right": [36 + shift, y],
-                    f"C{v} bottom left": [28 + shift, y + 6], f"C{v} bottom right": [36 + shift, y + 6]})
-        y += 8
-    assert set(pts) == set(KEYPOINT_LABELS)
-    return json.dumps(pts)
-
-
 SMALL = {"evaluate.max_images": 10, "evaluate.frd": False, "evaluate.c2st.enabled": False,
          "evaluate.diversity_pairs": 10, "evaluate.kid_subsets": 10, "evaluate.fidelity.max_train": 12,
          "evaluate.fidelity.classifier_epochs": 2, "evaluate.fidelity.detector_epochs": 2,
@@ -95,16 +83,7 @@ def test_evaluate_skips_fidelity_for_unconditional_samples_and_writes_it_for_con
     assert "fidelity: skipped" in capsys.readouterr().out
     assert "Not measured:" in (fake_run.eval / "summary.md").read_text()
 
-    table = pd.read_parquet(fake_run.samples_table)
-    n = len(table)
-    table["curvature"] = pd.array([None, None] + [i % 5 + 1 for i in range(n - 2)], dtype="Int64")
-    table["keypoints"] = [None, None] + [_ladder_json(i % 3) for i in range(n - 2)]
-    table.to_parquet(fake_run.samples_table, index=False)
-    index = pd.read_parquet(fake_run.index)
-    index["labels"] = [json.dumps({**json.loads(s), "keypoints": json.loads(_ladder_json(i % 4))})
-                       for i, s in enumerate(index["labels"])]
-    index.to_parquet(fake_run.index, index=False)
-    write_records(load_config(fake_run.config), fake_run, ("prepare", "train", "sample"))  # the hand edits are the run's new outputs
+    make_conditional(fake_run)
 
     assert _evaluate(fake_run) == 0
     out = capsys.readouterr().out

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from cspine.cli import main as cspine
@@ -23,8 +22,8 @@ from evaluation.coverage import real_metadata
 from evaluation.fidelity import json_ready
 from evaluation.fidelity_data import real_labelled
 from evaluation.utility import run_utility, tstr, utility_metrics
-from tests.evaluation.test_fidelity import SMALL, _ladder_json
-from tests.fakerun import write_records
+from tests.evaluation.conftest import make_conditional
+from tests.evaluation.test_fidelity import SMALL
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -121,17 +120,7 @@ def test_evaluate_writes_utility_json_for_conditional_samples_and_skips_otherwis
     assert "utility: skipped" in capsys.readouterr().out
     assert "### Downstream utility and coverage" in (fake_run.eval / "summary.md").read_text()
 
-    table = pd.read_parquet(fake_run.samples_table)
-    n = len(table)
-    table["curvature"] = pd.array([None, None] + [i % 5 + 1 for i in range(n - 2)], dtype="Int64")
-    table["keypoints"] = [None, None] + [_ladder_json(i % 3) for i in range(n - 2)]
-    table.to_parquet(fake_run.samples_table, index=False)
-    index = pd.read_parquet(fake_run.index)
-    index["labels"] = [json.dumps({**json.loads(s), "keypoints": json.loads(_ladder_json(i % 4)),
-                                   "curvature": i % 5 + 1, "sex": "MF"[i % 2], "age": 30 + i})
-                       for i, s in enumerate(index["labels"])]
-    index.to_parquet(fake_run.index, index=False)
-    write_records(load_config(fake_run.config), fake_run, ("prepare", "train", "sample"))
+    make_conditional(fake_run, lambda i: {"curvature": i % 5 + 1, "sex": "MF"[i % 2], "age": 30 + i})
 
     assert cspine(base) == 0
     out = capsys.readouterr().out

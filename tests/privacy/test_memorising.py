@@ -15,7 +15,6 @@ import time
 
 import pandas as pd
 import pytest
-import torch
 
 from cspine.gate import read_gate
 from cspine.cli import main as cspine
@@ -39,13 +38,7 @@ SETTINGS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread_and_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CSPINE_CACHE", str(tmp_path / "feature-cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_memorising_model_is_refused(tmp_path, capsys):

@@ -16,7 +16,19 @@ OLAH_STAMP   := $(OLAH_VENV)/.setup-stamp
 
 setup: $(STAMP) $(OLAH_STAMP)
 
+# torch's Linux wheels pull in the CUDA libraries: the venv takes ~7 GB, and pip needs room for the wheels
+# while it installs. Say so before pip fails half-way with "No space left on device".
+SETUP_FREE_GB ?= 10
+define check_free
+@$(PY_SYS) -c "import os, shutil, sys, tempfile; need = $(SETUP_FREE_GB) * 2**30; \
+disks = {os.stat(p).st_dev: p for p in (tempfile.gettempdir(), '.')}; \
+bad = [(p, shutil.disk_usage(p).free / 2**30) for p in disks.values() if shutil.disk_usage(p).free < need]; \
+[print(f'make setup: {p} has {gb:.1f} GB free; the install needs about $(SETUP_FREE_GB) GB (torch and its CUDA wheels). ' \
+       'Free some space (or set SETUP_FREE_GB lower at your own risk).', file=sys.stderr) for p, gb in bad]; sys.exit(2 if bad else 0)"
+endef
+
 $(STAMP): pyproject.toml
+	$(check_free)
 	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

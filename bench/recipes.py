@@ -45,6 +45,10 @@ RECIPES: dict[str, list[str]] = {
     "vpred_cos_minsnr_lrcos_cond": [*COND, *_VPRED, *_LRCOS],
     "vpred_zsnr_minsnr": [*UNCOND, "model.prediction_type=v_prediction", "model.beta_schedule=linear",
                           "model.zero_terminal_snr=true", "train.min_snr_gamma=5"],
+    # EDM's lognormal training noise levels on the DDPM chain (train.timesteps; training/loss.py)
+    "eps_lognormal_cond": [*COND, *_EPS, "train.timesteps.distribution=lognormal"],
+    "vpred_cos_lognormal_cond": [*COND, "model.prediction_type=v_prediction", "model.beta_schedule=squaredcos_cap_v2",
+                                 "train.timesteps.distribution=lognormal"],
     "eps_bs8_x2": [*UNCOND, *_EPS, "train.batch_size=8", "train.max_steps=1200", "train.checkpoint_every=200",
                    "train.sample_every=1200"],
 }

@@ -122,6 +122,16 @@ class EMAConfig(Strict):
     power: float = Field(0.75, gt=0.0, description="Warm-up exponent: 2/3 suits long runs, 3/4 short ones (diffusers' note).")
 
 
+class TimestepConfig(Strict):
+    """Which training timesteps each step draws (training/loss.py says why the lognormal)."""
+
+    distribution: Literal["uniform", "lognormal"] = Field(
+        "uniform", description="uniform: t uniform over the chain (DDPM); lognormal: EDM's ln sigma ~ N(mean, std), "
+        "mapped to the nearest timestep.")
+    mean: float = Field(-1.2, description="Mean of ln sigma (lognormal; EDM's P_mean).")
+    std: float = Field(1.2, gt=0, description="Standard deviation of ln sigma (lognormal; EDM's P_std).")
+
+
 class TrainConfig(Strict):
     """Training loop settings (`cspine train`)."""
 
@@ -138,6 +148,7 @@ class TrainConfig(Strict):
     min_snr_gamma: float | None = Field(
         None, gt=0, description="Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice); null = plain MSE."
     )
+    timesteps: TimestepConfig = Field(default_factory=TimestepConfig, description="Training timestep distribution.")
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
         "auto",
         description='auto: time a few steps of fp32, bf16, fp16 (CUDA only), channels_last and (CUDA only) '

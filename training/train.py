@@ -311,7 +311,8 @@ def train_step(tr: Trainer) -> tuple[float, float]:
         micro = tr.step * ga + k
         rows = batch_indices(len(tr.data), tr.cfg.seed, micro, tc.batch_size, tr.rank, tr.world)
         clean = tr.data[torch.from_numpy(rows)].to(acc.device)
-        batch = noised_batch(clean, tr.noise_scheduler, tr.cfg.model.prediction_type, tr.cfg.seed, micro, tr.rank)
+        batch = noised_batch(clean, tr.noise_scheduler, tr.cfg.model.prediction_type, tr.cfg.seed, micro, tr.rank,
+                             tc.timesteps)
         noisy, labels = batch_conditions(tr, rows, micro, batch.noisy)
         with acc.accumulate(tr.unet):
             with acc.autocast():

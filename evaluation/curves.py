@@ -2,7 +2,11 @@
 sampler speed (the speed-quality curve that justifies the default sampler).
 
 Both generate images with training.sampling (image i depends only on (seed, i), so every checkpoint and
-every sampler is scored on the same noise), embed them with the bundled Inception through the shared
+every sampler is scored on the same noise) the way `cspine sample` made the released ones: for a
+conditional model, :func:`release_conditions` takes ``num_images`` released samples spread over
+samples.parquet (their class, their drawn landmark layout and their index, so the image of the release's
+own sampler is the released image) and the guidance scale of the sample stage's record. A curve of
+unconditional draws from a conditional model would rank samplers on a path nobody ships. They embed them with the bundled Inception through the shared
 feature cache, and compare with a fixed real reference set: KID (torchmetrics, mean +- std over subsets)
 (subsets of at most half the images, so the std is a
 noise scale) and FID (exact low-rank Fréchet distance, equal to torchmetrics' FID, fast for small n). Each point is
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 
 from cspine import atomic
 from cspine import provenance, rundata
@@ -29,7 +34,7 @@ from evaluation.metrics import frechet_distance_lowrank, kid
 
 
 #: Bumped when how a point is scored changes, so stored points of the old recipe are recomputed.
-KEY_VERSION = "v2-halfsubset-kid"
+KEY_VERSION = "v3-release-conditions"
 
 
 def checkpoint_names(run: RunDir) -> list[str]:
@@ -53,6 +58,30 @@ def _load_points(path: Path) -> dict:
         except json.JSONDecodeError:
             return {}
     return {}
+
+
+def release_conditions(run: RunDir, checkpoint: str, num_images: int) -> dict:
+    """Keyword arguments for training.sampling.generate that reproduce ``num_images`` released samples of
+    ``checkpoint``: ``indices``, ``classes``, ``layouts``, ``guidance_scale``, ``map_sigma``. An
+    unconditional run (no curvature column, or only nulls): indices 0..n-1 and nothing else."""
+    plain = {"indices": list(range(num_images))}
+    try:
+        table = rundata.samples_table(run, checkpoint)
+    except (FileNotFoundError, rundata.RunDataError):
+        return plain
+    if "curvature" not in table or table["curvature"].isna().all() or not len(table):
+        return plain
+    rows = table.iloc[np.unique(np.linspace(0, len(table) - 1, min(num_images, len(table))).round().astype(int))]
+    ids = rows["image_id"].str.rsplit("-", n=1).str[-1].astype(int)
+    layouts = [None if not isinstance(kp, str) else np.array(list(json.loads(kp).values()), dtype=np.float32)
+               for kp in rows["keypoints"]]
+    rec = provenance.read_record(run.samples) or {}
+    settings = (rec.get("config") or {}).get("sample") or {}
+    shape_file = run.model / "shape_model.json"
+    shape = json.loads(shape_file.read_text(encoding="utf-8")) if shape_file.is_file() else {}
+    return {"indices": [int(i) for i in ids], "classes": [None if pd.isna(k) else int(k) for k in rows["curvature"]],
+            "layouts": layouts, "guidance_scale": float(settings.get("guidance_scale", 1.0)),
+            "map_sigma": float(shape.get("map_sigma", 1.0))}
 
 
 def score_generated(images01: np.ndarray, name: str, ref_feats: np.ndarray, kid_subset: int, kid_subsets: int,
@@ -85,8 +114,9 @@ def checkpoint_curve(run: RunDir, ref_feats: np.ndarray, *, num_images: int, sch
         log(f"checkpoint curve: {ckpt} ({num_images} images, {scheduler} {steps} steps)")
         unet = load_unet(run, ckpt)
         sched = make_scheduler(scheduler, run)
+        cond = release_conditions(run, "final" if ckpt not in _sampled(run) else ckpt, num_images)
         t0 = time.perf_counter()
-        imgs = generate(unet, sched, range(num_images), seed, steps, batch_size=batch_size, progress=progress)
+        imgs = generate(unet, sched, cond.pop("indices"), seed, steps, batch_size=batch_size, progress=progress, **cond)
         dt = time.perf_counter() - t0
         row = {"checkpoint": ckpt, "step": _step_of(run, ckpt), "scheduler": scheduler, "steps": steps,
                "seconds": dt}
@@ -96,6 +126,13 @@ def checkpoint_curve(run: RunDir, ref_feats: np.ndarray, *, num_images: int, sch
         atomic.write_json(path, done)
         rows.append(row)
     return sorted(rows, key=lambda r: r["step"])
+
+
+def _sampled(run: RunDir) -> set[str]:
+    try:
+        return set(rundata.samples_table(run)["checkpoint"].astype(str))
+    except (FileNotFoundError, rundata.RunDataError):
+        return set()
 
 
 def _step_of(run: RunDir, ckpt: str) -> int:
@@ -136,8 +173,9 @@ def sampler_curve(run: RunDir, ref_feats: np.ndarray, *, points: list[tuple[str,
             unet = load_unet(run, checkpoint)
         log(f"sampler curve: {name} {steps} steps, {num_images} images")
         sched = make_scheduler(name, run)
+        cond = release_conditions(run, checkpoint, num_images)
         t0 = time.perf_counter()
-        imgs = generate(unet, sched, range(num_images), seed, steps, batch_size=batch_size, progress=progress)
+        imgs = generate(unet, sched, cond.pop("indices"), seed, steps, batch_size=batch_size, progress=progress, **cond)
         dt = time.perf_counter() - t0
         row = {"scheduler": name, "steps": steps, "checkpoint": checkpoint, "seconds": dt,
                "images_per_s": num_images / dt if dt > 0 else float("inf"), "torch_threads": torch.get_num_threads(),

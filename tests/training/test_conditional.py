@@ -289,3 +289,35 @@ def test_custom_pipeline_loads_offline_in_a_clean_process(trained, tmp_path):
                          text=True, timeout=180, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.split("\n")[-2] == "CSpineConditionalPipeline (2, 32, 32, 1) 23 [5, 5] True"
+
+
+def test_sampler_curve_draws_the_released_conditions(trained, tmp_path):
+    """evaluation/curves.py scores samplers on the released path: the classes, layouts, indices and guidance
+    of samples.parquet and the sample record. With the release's own sampler it regenerates the released
+    images (up to batched rounding); an unconditional draw of the same model does not."""
+    import shutil
+
+    from cspine.images import read_gray
+    from evaluation.curves import release_conditions
+    from tests.fakerun import write_records
+    from training.sample import sample
+    from training.sampling import generate, load_unet, make_scheduler
+
+    run = RunDir(tmp_path / "run")
+    shutil.copytree(trained.root, run.root)
+    shutil.rmtree(run.samples, ignore_errors=True)
+    cfg = tiny_cfg(run.root, **CONDITIONAL, **{"sample.guidance_scale": 2.5})
+    table = sample(cfg, run, progress=False)
+    write_records(cfg, run, ("sample",))  # the sample stage's record, as `cspine sample` writes it
+    cond = release_conditions(run, "final", 4)
+    assert cond["guidance_scale"] == 2.5 and len(cond["indices"]) == 4
+    picked = table.iloc[[0, 3, 6, 9]]  # spread over the table, so more than one class
+    assert cond["classes"] == [int(k) for k in picked["curvature"]] and len(set(cond["classes"])) > 1
+    assert np.allclose(cond["layouts"][1], np.array(list(json.loads(picked["keypoints"].iloc[1]).values())))
+    unet, sched = load_unet(run), make_scheduler("ddpm", run)
+    released = np.stack([read_gray(run.samples / f).astype(np.float64) / 65535 for f in picked["file"]])
+    again = generate(unet, sched, cond.pop("indices"), 0, 3, batch_size=2, progress=False, **cond)
+    # the layouts come back from the released keypoints, rounded to 1/1000 px, hence more than batch rounding
+    assert np.abs(again - released).max() < 0.01
+    plain = generate(unet, sched, range(4), 0, 3, progress=False)
+    assert np.abs(plain - released).max() > 0.05

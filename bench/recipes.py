@@ -49,6 +49,9 @@ RECIPES: dict[str, list[str]] = {
     "eps_lognormal_cond": [*COND, *_EPS, "train.timesteps.distribution=lognormal"],
     "vpred_cos_lognormal_cond": [*COND, "model.prediction_type=v_prediction", "model.beta_schedule=squaredcos_cap_v2",
                                  "train.timesteps.distribution=lognormal"],
+    "vpred_cos_lognormal08_16_cond": [*COND, "model.prediction_type=v_prediction",
+                                      "model.beta_schedule=squaredcos_cap_v2", "train.timesteps.distribution=lognormal",
+                                      "train.timesteps.mean=-0.8", "train.timesteps.std=1.6"],  # EDM2's ImageNet-64
     "eps_bs8_x2": [*UNCOND, *_EPS, "train.batch_size=8", "train.max_steps=1200", "train.checkpoint_every=200",
                    "train.sample_every=1200"],
 }

@@ -4,8 +4,10 @@ sampler speed (the speed-quality curve that justifies the default sampler).
 Both generate images with training.sampling (image i depends only on (seed, i), so every checkpoint and
 every sampler is scored on the same noise) the way `cspine sample` made the released ones: for a
 conditional model, :func:`release_conditions` takes ``num_images`` released samples spread over
-samples.parquet (their class, their drawn landmark layout and their index, so the image of the release's
-own sampler is the released image) and the guidance scale of the sample stage's record. A curve of
+samples.parquet (their class, their drawn landmark layout and their index) and the guidance scale of the
+sample stage's record; the noise comes from the evaluation's own seed (``evaluate.sample_seed_offset``), so
+the curve's images are new draws of the released conditions (with the sample seed and sampler they would
+be the released images, which tests/training/test_conditional.py checks). A curve of
 unconditional draws from a conditional model would rank samplers on a path nobody ships. They embed them with the bundled Inception through the shared
 feature cache, and compare with a fixed real reference set: KID (torchmetrics, mean +- std over subsets)
 (subsets of at most half the images, so the std is a

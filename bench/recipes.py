@@ -52,6 +52,12 @@ RECIPES: dict[str, list[str]] = {
     "vpred_cos_lognormal08_16_cond": [*COND, "model.prediction_type=v_prediction",
                                       "model.beta_schedule=squaredcos_cap_v2", "train.timesteps.distribution=lognormal",
                                       "train.timesteps.mean=-0.8", "train.timesteps.std=1.6"],  # EDM2's ImageNet-64
+    "vpred_cos_lognormal16_12_cond": [*COND, "model.prediction_type=v_prediction",
+                                      "model.beta_schedule=squaredcos_cap_v2", "train.timesteps.distribution=lognormal",
+                                      "train.timesteps.mean=-1.6"],
+    "vpred_cos_lognormal20_12_cond": [*COND, "model.prediction_type=v_prediction",
+                                      "model.beta_schedule=squaredcos_cap_v2", "train.timesteps.distribution=lognormal",
+                                      "train.timesteps.mean=-2.0"],
     "eps_bs8_x2": [*UNCOND, *_EPS, "train.batch_size=8", "train.max_steps=1200", "train.checkpoint_every=200",
                    "train.sample_every=1200"],
 }

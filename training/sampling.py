@@ -139,7 +139,10 @@ def make_scheduler(name: str, config: Any, **overrides: Any):
     DDPM and DDIM clip the predicted clean image to [-1, 1]; the multistep solvers (DPM-Solver++ 2M, its
     stochastic SDE variant, UniPC with its corrector) use thresholding with ``sample_max_value=1.0`` (without
     it they diverge in pixel space) and trailing timesteps; ``-karras`` spaces the steps by Karras et al.'s
-    sigmas (denser at low noise). ``overrides`` go to ``from_config``.
+    sigmas (denser at low noise), from EDM's sigma_max of 80 (or the chain's largest sigma when smaller): the
+    cosine chain ends at sigma ~20,000, and a Karras spacing from there put 11 of 25 steps on timestep 998,
+    which diffusers' solvers then stepped past the end of their sigmas (IndexError). ``overrides`` go to
+    ``from_config``.
     """
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
@@ -164,7 +167,15 @@ def make_scheduler(name: str, config: Any, **overrides: Any):
     if base.get("rescale_betas_zero_snr") and cls in (DDPMScheduler, DDIMScheduler):
         opts["timestep_spacing"] = "trailing"  # start at the last, pure-noise timestep (Lin et al. 2024)
     opts.update(overrides)
-    return cls.from_config({**base, **opts})
+    sched = cls.from_config({**base, **opts})
+    if variant.endswith("karras"):
+        ab = sched.alphas_cumprod[-1].item()
+        sched.register_to_config(sigma_max=min(KARRAS_SIGMA_MAX, ((1 - ab) / ab) ** 0.5))
+    return sched
+
+
+#: The largest noise level of a Karras spacing (Karras et al. 2022's sigma_max for images in [-1, 1]).
+KARRAS_SIGMA_MAX = 80.0
 
 
 # -- generation ------------------------------------------------------------------------------------

@@ -208,3 +208,31 @@ def test_load_unet_errors_name_the_checkpoint(fake_run):
         load_unet(fake_run, "step-7")
     with pytest.raises(ValueError, match="final"):
         load_unet(fake_run, "best")
+
+
+@pytest.mark.parametrize("name", ["dpmsolver++-karras", "dpmsolver++-sde-karras", "unipc-karras"])
+@pytest.mark.parametrize("beta_schedule", ["linear", "squaredcos_cap_v2"])
+def test_karras_spacing_starts_at_edm_sigma_max_and_runs_to_the_end(name, beta_schedule):
+    """Karras sigmas run from min(80, the chain's largest sigma) to its smallest with rho 7 (Karras et al.
+    2022, eq. 5), written out here; on cosine betas (largest sigma ~20,000) they used to pile onto one
+    timestep and the solver ran past its sigmas. Every step must run and the timesteps strictly decrease."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    from training.sampling import make_scheduler
+
+    cfg = {"num_train_timesteps": 1000, "beta_schedule": beta_schedule, "prediction_type": "v_prediction"}
+    sched = make_scheduler(name, cfg)
+    sched.set_timesteps(25)
+    ab = DDPMScheduler(**cfg).alphas_cumprod.double()
+    chain = ((1 - ab) / ab).sqrt()
+    hi, lo, rho = min(80.0, chain[-1].item()), chain[0].item(), 7.0
+    ramp = torch.linspace(0, 1, 25, dtype=torch.float64)
+    want = (hi ** (1 / rho) + ramp * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
+    assert torch.allclose(sched.sigmas[:25].double(), want, rtol=1e-3)
+    ts = sched.timesteps.tolist()
+    assert all(a > b for a, b in zip(ts, ts[1:])), ts
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    for t in sched.timesteps:
+        x = sched.step(torch.zeros_like(x), t, x).prev_sample
+    assert torch.isfinite(x).all()

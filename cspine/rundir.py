@@ -153,6 +153,11 @@ class RunDir:
     def samples_table(self) -> Path:
         return self.samples / "samples.parquet"
 
+    @property
+    def sampler_config(self) -> Path:
+        """The scheduler config the samples were drawn with (diffusers' save_config), shipped with the model."""
+        return self.samples / "scheduler" / "scheduler_config.json"
+
     # -- audit/, eval/, study/ ---------------------------------------------------------------
     @property
     def audit(self) -> Path:

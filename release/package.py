@@ -69,6 +69,22 @@ def release_rows(run: RunDir, gate: audit.Gate) -> pd.DataFrame:
     return s
 
 
+def copy_sampler(run: RunDir, dst: Path) -> str | None:
+    """Ship the scheduler config the samples were drawn with as ``sampler/scheduler_config.json`` of the model
+    (a config, no weights), unless it is the pipeline's own ancestral DDPM; returns its class name, or None.
+    The model card then shows how to draw with it: ``SchedulerClass.from_pretrained(repo, subfolder="sampler")``."""
+    src = run.sampler_config
+    target = dst / "sampler" / "scheduler_config.json"
+    name = _read_json(src).get("_class_name") if src.is_file() else None
+    if name in (None, "DDPMScheduler"):
+        if target.parent.exists():
+            shutil.rmtree(target.parent)
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _copy_if_changed(src, target)
+    return name
+
+
 def _copy_if_changed(src: Path, dst: Path) -> None:
     if dst.is_file() and dst.stat().st_size == src.stat().st_size and sha256_file(dst) == sha256_file(src):
         return
@@ -310,6 +326,7 @@ def package(cfg, run: RunDir) -> dict:
         ctx[f"{stage}_summary"] = _snippet(src / "summary.md", f"figures/{stage}", needles, allowed)
         ctx[f"{stage}_figures"] = [f for f in figs if f["path"] not in ctx[f"{stage}_summary"]]  # not shown twice
     copy_pipeline(run, model_dir)
+    ctx["sampler_class"] = copy_sampler(run, model_dir)
     n_params = count_params(model_dir)
     ctx.update(card_context(cfg, run, rows, gate, summary, n_params, made))
     ctx.update(released_model_facts(model_dir))  # what the released weights are, not what the config asked for

@@ -224,6 +224,9 @@ def sample(cfg: RunConfig, run: RunDir, progress: bool = True, per_class=None) -
             raise RuntimeError(f"shard {shard.name} has no record after sampling ({shard_record_path(run, shard)})")
         rows.extend(got)
     table = samples_frame(rows)
+    if state.is_main_process:  # the sampler the images were drawn with, for the release (`sampler/` of the model)
+        run.sampler_config.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(run.sampler_config, make_scheduler(sc.scheduler, run).to_json_string())
     if state.is_main_process and not _same_table(run.samples_table, table):
         # Written only when it changes: later stages (audit, evaluate) key their skip on this file.
         with atomic.atomic_path(run.samples_table) as tmp:

@@ -53,6 +53,11 @@ def conditional_run(fake_run):
     s["curvature"] = pd.array(curv, dtype="Int64")
     s["keypoints"] = [None if k is None else keypoints_json(sample_layout(shape, 0, k, j, 64)) for j, k in enumerate(curv)]
     s.to_parquet(run.samples_table, index=False)
+    # what `cspine sample` keeps of its sampler (here the stochastic DPM-Solver++ with Karras steps)
+    from training.sampling import make_scheduler
+
+    run.sampler_config.parent.mkdir(parents=True, exist_ok=True)
+    run.sampler_config.write_text(make_scheduler("dpmsolver++-sde-karras", run).to_json_string())
     write_records(load_config(run.config), run, ("train", "sample"))
     assert audit(run, "--exclude-flagged") == 0
     assert cspine(["package", "--config", str(run.config)]) == 0
@@ -92,6 +97,7 @@ def test_cards_document_labels_and_custom_pipeline(conditional_run):
     assert "class_label" in ds_card  # the YAML header declares the feature type for the Hub viewer
     model_card = (run.release_model / "README.md").read_text()
     assert "trust_remote_code=True" in model_card and "curvature=3" in model_card
+    assert 'DPMSolverMultistepScheduler.from_pretrained("owner/synthetic-cspine-ddpm", subfolder="sampler")' in model_card
     assert (run.release_model / "pipeline.py").is_file()
 
 
@@ -113,6 +119,11 @@ def test_released_pipeline_loads_offline_with_stock_diffusers(conditional_run, t
         "b = DiffusionPipeline.from_pretrained(sys.argv[1], custom_pipeline=sys.argv[1], trust_remote_code=True)\n"
         "out = a(curvature=2, num_images=2, num_inference_steps=2, guidance_scale=1.5, output_type='np',\n"
         "        generator=torch.Generator().manual_seed(0))\n"
+        "from diffusers import DPMSolverMultistepScheduler\n"  # the card's line for the release's own sampler
+        "b.scheduler = DPMSolverMultistepScheduler.from_pretrained(sys.argv[1], subfolder='sampler')\n"
+        "assert b.scheduler.config.use_karras_sigmas and b.scheduler.config.algorithm_type == 'sde-dpmsolver++'\n"
+        "assert b(curvature=1, num_images=1, num_inference_steps=4, output_type='np',\n"
+        "         generator=torch.Generator().manual_seed(0)).images.shape == (1, 64, 64, 1)\n"
         "print(type(a).__name__, type(b).__name__, out.images.shape, sorted(out.keypoints[0])[0], out.curvature)\n"
     )
     env = {"HF_HOME": str(tmp_path / "hf-home"), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

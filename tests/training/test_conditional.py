@@ -243,6 +243,7 @@ def test_sample_stage_draws_per_class_with_keypoints(trained, tmp_path):
     assert list(table["image_id"]) == ["final-c2-000000", "final-c2-000001", "final-c2-000002",
                                        "final-c4-000000", "final-c4-000001"]
     assert list(table["curvature"]) == [2, 2, 2, 4, 4]
+    assert json.loads(run.sampler_config.read_text())["_class_name"] == "DDPMScheduler"  # kept for the release
     back = pd.read_parquet(run.samples_table)
     assert str(back["curvature"].dtype) == "Int64"
     for raw in back["keypoints"]:

@@ -7,13 +7,13 @@ conditional model, :func:`release_conditions` takes ``num_images`` released samp
 samples.parquet (their class, their drawn landmark layout and their index) and the guidance scale of the
 sample stage's record; the noise comes from the evaluation's own seed (``evaluate.sample_seed_offset``), so
 the curve's images are new draws of the released conditions (with the sample seed and sampler they would
-be the released images, which tests/training/test_conditional.py checks). A curve of
-unconditional draws from a conditional model would rank samplers on a path nobody ships. They embed them with the bundled Inception through the shared
-feature cache, and compare with a fixed real reference set: KID (torchmetrics, mean +- std over subsets)
-(subsets of at most half the images, so the std is a
-noise scale) and FID (exact low-rank Fréchet distance, equal to torchmetrics' FID, fast for small n). Each point is
-stored in a JSON file under eval/ as soon as it is done, keyed by its settings, so an interrupted run
-resumes and a finished one is skipped.
+be the released images, which tests/training/test_conditional.py checks). A curve of unconditional
+draws from a conditional model would rank samplers on a path nobody ships. They embed the images with the
+bundled Inception through the shared feature cache, and compare with a fixed real reference set: KID
+(torchmetrics, mean +- std over subsets of at most half the images, so the std is a noise scale) and FID
+(exact low-rank Fréchet distance, equal to torchmetrics' FID, fast for small n). Each point is stored in a
+JSON file under eval/ as soon as it is done, keyed by its settings, so an interrupted run resumes and a
+finished one is skipped.
 """
 
 from __future__ import annotations

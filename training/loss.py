@@ -16,7 +16,7 @@ Which timesteps are trained (``train.timesteps``): ``uniform`` draws t uniformly
 (Karras et al. 2022: mean -1.2, std 1.2 for data of std 0.5, as images in [-1, 1] are), and trains the
 timestep whose equivalent noise level sqrt((1 - alpha_bar) / alpha_bar) is nearest. Uniform t under linear
 betas puts half of a short run's steps at sigma > 3 (SNR below 0.03, where the image is a smudge), and
-only ~15% below sigma 0.3 where detail is decided; the lognormal spends the budget in between. The sampler
+only ~9% below sigma 0.3 where detail is decided; the lognormal spends the budget in between. The sampler
 and the chain stay DDPM's, so every scheduler still applies.
 """
 

@@ -32,6 +32,7 @@ from cspine import provenance, rundata
 from cspine.rundir import RunDir, checkpoint_step
 from evaluation.data import image_set_from_unit
 from evaluation.features import set_features
+from evaluation.fidelity_data import keypoint_array
 from evaluation.metrics import frechet_distance_lowrank, kid
 
 
@@ -75,8 +76,8 @@ def release_conditions(run: RunDir, checkpoint: str, num_images: int) -> dict:
         return plain
     rows = table.iloc[np.unique(np.linspace(0, len(table) - 1, min(num_images, len(table))).round().astype(int))]
     ids = rows["image_id"].str.rsplit("-", n=1).str[-1].astype(int)
-    layouts = [None if not isinstance(kp, str) else np.array(list(json.loads(kp).values()), dtype=np.float32)
-               for kp in rows["keypoints"]]
+    layouts = [None if not isinstance(kp, str) else keypoint_array(kp, f"{run.samples_table} {iid}").astype(np.float32)
+               for kp, iid in zip(rows["keypoints"], rows["image_id"])]
     rec = provenance.read_record(run.samples) or {}
     settings = (rec.get("config") or {}).get("sample") or {}
     shape_file = run.model / "shape_model.json"
@@ -108,6 +109,7 @@ def checkpoint_curve(run: RunDir, ref_feats: np.ndarray, *, num_images: int, sch
     path = run.eval / "checkpoint_curve.json"
     done = _load_points(path)
     rows = []
+    sampled = _sampled(run)
     for ckpt in checkpoint_names(run):
         key = json.dumps([KEY_VERSION, ckpt, _weights_stamp(run, ckpt), num_images, scheduler, steps, seed, len(ref_feats)])
         if key in done:
@@ -116,7 +118,7 @@ def checkpoint_curve(run: RunDir, ref_feats: np.ndarray, *, num_images: int, sch
         log(f"checkpoint curve: {ckpt} ({num_images} images, {scheduler} {steps} steps)")
         unet = load_unet(run, ckpt)
         sched = make_scheduler(scheduler, run)
-        cond = release_conditions(run, "final" if ckpt not in _sampled(run) else ckpt, num_images)
+        cond = release_conditions(run, ckpt if ckpt in sampled else "final", num_images)
         t0 = time.perf_counter()
         imgs = generate(unet, sched, cond.pop("indices"), seed, steps, batch_size=batch_size, progress=progress, **cond)
         dt = time.perf_counter() - t0

@@ -54,27 +54,18 @@ def lognormal_timesteps(z: torch.Tensor, log_sigmas: torch.Tensor, mean: float, 
     return torch.where(nearer_left, left, right)
 
 
-@dataclass
-class TimestepDraw:
-    """The ``train.timesteps`` distribution with the chain's noise levels attached."""
-
-    distribution: str
-    mean: float
-    std: float
-    log_sigmas: torch.Tensor
-
-
-def draw_noise(seed: int, micro: int, rank: int, shape: torch.Size, num_train_timesteps: int, timesteps=None):
+def draw_noise(seed: int, micro: int, rank: int, shape: torch.Size, num_train_timesteps: int, timesteps=None,
+               log_sigmas: torch.Tensor | None = None):
     """(noise [shape], timesteps [shape[0]]) of one micro-batch, from its own CPU generator. ``timesteps`` is
     the ``train.timesteps`` config (None or distribution "uniform": uniform t; "lognormal": see the module
-    docstring, which then needs ``timesteps.log_sigmas``)."""
+    docstring, which then needs the chain's ``log_sigmas`` from :func:`noise_levels`)."""
     gen = torch.Generator("cpu").manual_seed(stream_seed(seed, 2, micro, rank))
     noise = torch.randn(shape, generator=gen)
     if timesteps is None or timesteps.distribution == "uniform":
         t = torch.randint(0, num_train_timesteps, (shape[0],), generator=gen)
     else:
         z = torch.randn(shape[0], generator=gen)
-        t = lognormal_timesteps(z, timesteps.log_sigmas, timesteps.mean, timesteps.std)
+        t = lognormal_timesteps(z, log_sigmas, timesteps.mean, timesteps.std)
     return noise, t
 
 
@@ -93,9 +84,11 @@ def noised_batch(clean: torch.Tensor, noise_scheduler, prediction_type: str, see
                  rank: int = 0, timesteps=None) -> NoisedBatch:
     """The forward-process sample of ``clean`` (already on its device) for micro-batch ``micro``; ``timesteps``
     is the ``train.timesteps`` config (None: uniform)."""
+    log_sigmas = None
     if timesteps is not None and timesteps.distribution == "lognormal":
-        timesteps = TimestepDraw("lognormal", timesteps.mean, timesteps.std, noise_levels(noise_scheduler.alphas_cumprod))
-    noise, t = draw_noise(seed, micro, rank, clean.shape, noise_scheduler.config.num_train_timesteps, timesteps)
+        log_sigmas = noise_levels(noise_scheduler.alphas_cumprod)
+    noise, t = draw_noise(seed, micro, rank, clean.shape, noise_scheduler.config.num_train_timesteps, timesteps,
+                          log_sigmas)
     noise, t = noise.to(clean.device), t.to(clean.device)
     return NoisedBatch(noise_scheduler.add_noise(clean, noise, t), t,
                        target(noise_scheduler, prediction_type, clean, noise, t))

@@ -18,8 +18,9 @@ Prints, each section as soon as it is measured:
   the GPU;
 - a projection of the paper-scale run in hours: training to csxa-256's max_steps at the fastest
   measured setting, 20,063 samples per checkpoint with the configured sampler (fp32, as sampling runs
-  today), and the audit's Inception embedding of the samples and the real images (4,963 training,
-  the CSXA train split, and the holdout implied by data.holdout_fraction) at the audit's rate.
+  today), and the Inception embedding at the audit's CPU rate: evaluate's (the samples and the holdout implied
+  by data.holdout_fraction), plus the 4,963 training images (the CSXA train split) when the config's audit
+  runs Inception (not by default, privacy/config.py FAST_METHODS; `make bench` projects the other methods).
 
 Figures also go to bench/results.json (key "gpu_check"; --dry-run writes only with --results).
 """
@@ -220,15 +221,19 @@ def projection(cfg, train: dict, sampling: dict, audit: dict) -> dict:
         raise ValueError(f"the configured sampler {sampler} was not measured")
     f = cfg.data.holdout_fraction
     holdout = round(PAPER_TRAIN_IMAGES * f / (1 - f))
-    audit_images = samples + PAPER_TRAIN_IMAGES + holdout
+    # Inception embeds the training images too only when the audit runs it (not by default: privacy/config.py
+    # FAST_METHODS); evaluate's FID embeds the samples and the holdout either way
+    in_audit = "inception" in cfg.audit.methods
+    inception_images = samples + holdout + (PAPER_TRAIN_IMAGES if in_audit else 0)
     hours = {
         "training": train_images / rates[best] / 3600,
         "sampling": samples / sampling[sampler] / 3600,
-        "audit": audit_images / audit["inception_audit_cpu"] / 3600,
+        "inception": inception_images / audit["inception_audit_cpu"] / 3600,
     }
     hours["total"] = sum(hours.values())
     return {"best_training_setting": best, "training_images": train_images, "samples": samples, "sampler": sampler,
-            "audit_images": audit_images, "hours": {k: round(v, 3) for k, v in hours.items()}}
+            "inception_images": inception_images, "inception_in_audit": in_audit,
+            "hours": {k: round(v, 3) for k, v in hours.items()}}
 
 
 def print_projection(p: dict, cfg) -> None:
@@ -237,8 +242,9 @@ def print_projection(p: dict, cfg) -> None:
     say(f"  training  {h['training']:8.2f} h   {cfg.train.max_steps:,} steps x {cfg.train.batch_size} images "
         f"at the fastest setting, {p['best_training_setting']}")
     say(f"  sampling  {h['sampling']:8.2f} h   {p['samples']:,} images, {p['sampler']}")
-    say(f"  audit     {h['audit']:8.2f} h   Inception embedding of {p['audit_images']:,} images on the CPU "
-        f"(the other audit methods are not included)")
+    say(f"  inception {h['inception']:8.2f} h   Inception embedding of {p['inception_images']:,} images on the CPU "
+        + ("(the audit's and evaluate's; the audit's other methods are not included)" if p["inception_in_audit"] else
+           "(evaluate's FID; the audit's default copy detectors are projected by `make bench`, not here)"))
     say(f"  total     {h['total']:8.2f} h")
 
 

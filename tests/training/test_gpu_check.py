@@ -41,11 +41,14 @@ def test_dry_run_prints_every_section_and_a_projection_that_adds_up(tmp_path, ca
     hours = g["projection"]["hours"]
     expect_train = cfg.train.max_steps * cfg.train.batch_size / max(train.values()) / 3600
     expect_sample = 20_063 / g["sampling_images_per_s"]["ddpm-1000 fp32"] / 3600
-    expect_audit = (20_063 + 4_963 + 551) / g["audit_images_per_s"]["inception_audit_cpu"] / 3600
+    # the paper config's audit runs the default copy detectors, without Inception: Inception embeds only
+    # evaluate's images (samples and holdout), not the 4,963 training images
+    assert "inception" not in cfg.audit.methods
+    expect_inception = (20_063 + 551) / g["audit_images_per_s"]["inception_audit_cpu"] / 3600
     assert hours["training"] == pytest.approx(expect_train, rel=2e-3)
     assert hours["sampling"] == pytest.approx(expect_sample, rel=2e-3)
-    assert hours["audit"] == pytest.approx(expect_audit, rel=2e-3)
-    assert hours["total"] == pytest.approx(expect_train + expect_sample + expect_audit, rel=2e-3)
+    assert hours["inception"] == pytest.approx(expect_inception, rel=2e-3)
+    assert hours["total"] == pytest.approx(expect_train + expect_sample + expect_inception, rel=2e-3)
     assert f"{hours['total']:8.2f} h" in out
 
 

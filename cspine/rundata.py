@@ -2,7 +2,9 @@
 
 Where it sits: the core, under every stage. Real images by split (:func:`real_images`) and synthetic
 samples (:func:`sample_images`) are read here, with the checks (columns, split values, cache rows, sizes)
-done in one place; the stage table (``cspine.stages``) declares each stage's inputs and outputs with the
+done in one place, and so are the ``labels`` of the index and the conditional columns of the samples table
+(:func:`labels_cell`, :func:`curvature_value`, :func:`keypoint_array`: training's shape model, the evaluation
+and the reader study read labels only through them, with one strictness); the stage table (``cspine.stages``) declares each stage's inputs and outputs with the
 fingerprint functions and keeps them in the stages' ``record.json`` (cspine.provenance); the release checks
 (``release.coverage``) read the audit's record back through :func:`audit_coverage`.
 
@@ -13,6 +15,7 @@ a new key, so the memo never answers for other bytes.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from cspine import provenance as prov
 from cspine.errors import StageError
 from cspine.hashing import sha256_file
 from cspine.images import read_gray, resize_gray16
+from cspine.labels import CURVATURE_CLASSES, KEYPOINT_LABELS
 from cspine.rundir import INDEX_COLUMNS, SAMPLES_COLUMNS, MissingInput, RunDir
 
 _memo: dict[tuple, str] = {}
@@ -211,3 +215,54 @@ def sample_images(run: RunDir, table: pd.DataFrame | None = None, progress: bool
         raise RunDataError(f"{run.samples}: synthetic images have different sizes {shapes}")
     pixels = np.stack(images) if images else np.zeros((0, size or 1, size or 1), np.uint16)
     return Images(table["image_id"].astype(str).tolist(), pixels, table["file"].astype(str).tolist(), resized)
+
+
+# -- labels of the index and samples tables (each read, and its check, here) ------------------------------
+
+def labels_cell(raw, where: str) -> dict:
+    """The ``labels`` JSON of one data/index.parquet row (``{"keypoints": {label: [x, y]}, "curvature": 1-5,
+    "sex": ..., "age": ...}``, written by ``cspine prepare``) as a dict; an empty cell is ``{}``. Anything that
+    is not a JSON object is a RunDataError naming ``where``."""
+    if raw is None or (isinstance(raw, float) and np.isnan(raw)) or (isinstance(raw, (str, bytes)) and not raw):
+        return {}
+    try:
+        out = json.loads(raw)
+    except (TypeError, json.JSONDecodeError) as err:
+        raise RunDataError(f"{where}: labels are not JSON: {err}") from None
+    if not isinstance(out, dict):
+        raise RunDataError(f"{where}: labels are not a JSON object but {type(out).__name__}")
+    return out
+
+
+def curvature_value(v, where: str) -> int:
+    """1-5 from a curvature value (None/NaN -> 0, unknown). Anything else is a RunDataError naming ``where``."""
+    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+        return 0
+    try:
+        c = int(v)
+    except (TypeError, ValueError):
+        raise RunDataError(f"{where}: curvature {v!r} is not an integer 1-5") from None
+    if c != v or c not in CURVATURE_CLASSES or isinstance(v, bool):
+        raise RunDataError(f"{where}: curvature {v!r} is not one of 1-5 ({CURVATURE_CLASSES})")
+    return c
+
+
+def keypoint_array(obj, where: str) -> np.ndarray:
+    """``[23, 2]`` float from a ``{label: [x, y]}`` dict or its JSON string (unknown labels ignored, missing
+    ones NaN; None or NaN -> all NaN). A malformed value is a RunDataError naming ``where``."""
+    out = np.full((len(KEYPOINT_LABELS), 2), np.nan)
+    if obj is None or (isinstance(obj, float) and np.isnan(obj)):
+        return out
+    try:
+        d = json.loads(obj) if isinstance(obj, (str, bytes)) else obj
+        if d is None:
+            return out
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object {{label: [x, y]}}, got {type(d).__name__}")
+        for i, name in enumerate(KEYPOINT_LABELS):
+            if name in d and d[name] is not None:
+                x, y = d[name]
+                out[i] = float(x), float(y)
+    except (ValueError, TypeError) as err:
+        raise RunDataError(f"{where}: unreadable keypoints: {err}") from None
+    return out

@@ -25,14 +25,12 @@ Decisions:
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Callable
 
 import numpy as np
 
 from cspine import rundata
-from cspine.rundata import RunDataError
 from cspine.rundir import RunDir
 from evaluation import metrics
 from evaluation import utility_scores as us
@@ -49,11 +47,7 @@ def real_metadata(run: RunDir, ids: list[str]) -> dict[str, list]:
     index = rundata.real_index(run).set_index("image_id")
     sex, age = [], []
     for image_id in ids:
-        raw = index.at[image_id, "labels"]
-        try:
-            labels = json.loads(raw) if isinstance(raw, (str, bytes)) and raw else {}
-        except json.JSONDecodeError as err:
-            raise RunDataError(f"{run.index} (image {image_id}): labels are not JSON: {err}") from None
+        labels = rundata.labels_cell(index.at[image_id, "labels"], f"{run.index} (image {image_id})")
         s, a = labels.get("sex"), labels.get("age")
         sex.append(s if s in SEXES else None)
         age.append(int(a) if isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a) else None)

@@ -32,7 +32,7 @@ from cspine import provenance, rundata
 from cspine.rundir import RunDir, checkpoint_step
 from evaluation.data import image_set_from_unit
 from evaluation.features import set_features
-from evaluation.fidelity_data import keypoint_array
+from cspine.rundata import keypoint_array
 from evaluation.metrics import frechet_distance_lowrank, kid
 
 

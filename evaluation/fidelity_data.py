@@ -12,7 +12,6 @@ for a missing point; curvature an int array with 0 for unknown.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +19,7 @@ import pandas as pd
 
 from cspine import rundata
 from cspine.labels import CURVATURE_CLASSES, KEYPOINT_LABELS  # noqa: F401  (re-exported to the evaluation)
-from cspine.rundata import RunDataError
+from cspine.rundata import curvature_value, keypoint_array, labels_cell
 from cspine.rundir import RunDir
 from evaluation.data import ImageSet, _subsample, load_real
 
@@ -59,40 +58,6 @@ class LabelledSet:
         return np.isfinite(self.keypoints).all(axis=(1, 2)) if len(self) else np.zeros(0, bool)
 
 
-def keypoint_array(obj, where: str) -> np.ndarray:
-    """``[23, 2]`` float from a ``{label: [x, y]}`` dict or its JSON string (unknown labels ignored, missing
-    ones NaN; None or NaN -> all NaN). A malformed value is a RunDataError naming ``where``."""
-    out = np.full((len(KEYPOINT_LABELS), 2), np.nan)
-    if obj is None or (isinstance(obj, float) and np.isnan(obj)):
-        return out
-    try:
-        d = json.loads(obj) if isinstance(obj, (str, bytes)) else obj
-        if d is None:
-            return out
-        if not isinstance(d, dict):
-            raise ValueError(f"expected a JSON object {{label: [x, y]}}, got {type(d).__name__}")
-        for i, name in enumerate(KEYPOINT_LABELS):
-            if name in d and d[name] is not None:
-                x, y = d[name]
-                out[i] = float(x), float(y)
-    except (ValueError, TypeError) as err:
-        raise RunDataError(f"{where}: unreadable keypoints: {err}") from None
-    return out
-
-
-def curvature_value(v, where: str) -> int:
-    """1-5 from a curvature cell (None/NaN -> 0, unknown). Anything else is a RunDataError naming ``where``."""
-    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
-        return 0
-    try:
-        c = int(v)
-    except (TypeError, ValueError):
-        raise RunDataError(f"{where}: curvature {v!r} is not an integer 1-5") from None
-    if c != v or c not in CURVATURE_CLASSES:
-        raise RunDataError(f"{where}: curvature {v!r} is not one of 1-5 ({CURVATURE_CLASSES})")
-    return c
-
-
 def real_labelled(run: RunDir, split: str, cap: int, seed: int) -> LabelledSet:
     """Real images of ``split`` (at most ``cap``, the same seeded subset as evaluation.data.load_real) with
     their labels from data/index.parquet."""
@@ -101,11 +66,7 @@ def real_labelled(run: RunDir, split: str, cap: int, seed: int) -> LabelledSet:
     curv, kps = [], []
     for image_id in images.ids:
         where = f"{run.index} (image {image_id})"
-        raw = index.at[image_id, "labels"]
-        try:
-            labels = json.loads(raw) if isinstance(raw, (str, bytes)) and raw else {}
-        except json.JSONDecodeError as err:
-            raise RunDataError(f"{where}: labels are not JSON: {err}") from None
+        labels = labels_cell(index.at[image_id, "labels"], where)
         curv.append(curvature_value(labels.get("curvature"), where))
         kps.append(keypoint_array(labels.get("keypoints"), where))
     return LabelledSet(split, images.ids, images.pixels, np.asarray(curv, np.int64),

@@ -101,18 +101,17 @@ def class_strata(run: RunDir, index: pd.DataFrame, samples: pd.DataFrame) -> dic
     """image id -> curvature class, from the real labels and the conditional samples' ``curvature`` column."""
     out: dict[str, str] = {}
     for image_id, raw in zip(index["image_id"].astype(str), index["labels"]):
-        try:
-            c = json.loads(raw).get("curvature") if isinstance(raw, str) and raw else None
-        except json.JSONDecodeError:
-            c = None
-        if c is not None:
-            out[image_id] = str(int(c))
+        where = f"{run.index} (image {image_id})"
+        c = rundata.curvature_value(rundata.labels_cell(raw, where).get("curvature"), where)
+        if c:
+            out[image_id] = str(c)
     if "curvature" not in samples.columns or samples["curvature"].isna().all():
         raise ValueError(f"study.stratify_by_class: {run.samples_table} has no curvature column with classes "
                          "(unconditional samples); turn it off or sample a conditional model")
-    for image_id, c in zip(samples["image_id"].astype(str), samples["curvature"]):
-        if pd.notna(c):
-            out[image_id] = str(int(c))
+    for image_id, v in zip(samples["image_id"].astype(str), samples["curvature"]):
+        c = rundata.curvature_value(v, f"{run.samples_table} (sample {image_id})")
+        if c:
+            out[image_id] = str(c)
     return out
 
 

@@ -26,6 +26,7 @@ import pandas as pd
 
 from training.hub_pipeline import CLASS_NAMES, layout_from_z
 from cspine.labels import KEYPOINT_LABELS
+from cspine.rundata import curvature_value, keypoint_array, labels_cell
 from training.seeds import stream_seed
 
 FORMAT = 1
@@ -33,31 +34,19 @@ FORMAT = 1
 VARIANCE_KEPT = 0.95
 
 
-def parse_labels(raw) -> tuple[int | None, np.ndarray | None]:
-    """(curvature 1-5 or None, keypoints [23, 2] in KEYPOINT_LABELS order or None) of one index ``labels``
-    JSON string; an incomplete keypoint set counts as none."""
-    try:
-        lab = json.loads(raw) if isinstance(raw, str) and raw else {}
-    except json.JSONDecodeError:
-        lab = {}
-    curv = lab.get("curvature")
-    curv = int(curv) if isinstance(curv, (int, float)) and int(curv) in CLASS_NAMES else None
-    kp = lab.get("keypoints")
-    pts = None
-    if isinstance(kp, dict) and all(k in kp for k in KEYPOINT_LABELS):
-        pts = np.array([kp[k] for k in KEYPOINT_LABELS], dtype=np.float64)
-    return curv, pts
-
-
-def train_conditions(index: pd.DataFrame, image_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(classes int64 [N], 0 = none; keypoints float32 [N, 23, 2], NaN = none) for ``image_ids`` in order."""
+def train_conditions(index: pd.DataFrame, image_ids: list[str], source: str = "data/index.parquet") -> tuple[np.ndarray, np.ndarray]:
+    """(classes int64 [N], 0 = none; keypoints float32 [N, 23, 2], NaN = none) for ``image_ids`` in order, from
+    the index's ``labels`` (cspine.rundata's readers; a malformed cell is a RunDataError naming ``source`` and the
+    image). An incomplete keypoint set counts as none."""
     by_id = dict(zip(index["image_id"].astype(str), index["labels"]))
     classes = np.zeros(len(image_ids), dtype=np.int64)
     points = np.full((len(image_ids), len(KEYPOINT_LABELS), 2), np.nan, dtype=np.float32)
     for j, iid in enumerate(image_ids):
-        curv, pts = parse_labels(by_id.get(iid))
-        classes[j] = curv or 0
-        if pts is not None:
+        where = f"{source} (image {iid})"
+        labels = labels_cell(by_id.get(iid), where)
+        classes[j] = curvature_value(labels.get("curvature"), where)
+        pts = keypoint_array(labels.get("keypoints"), where)
+        if np.isfinite(pts).all():
             points[j] = pts
     return classes, points
 

@@ -39,7 +39,7 @@ def load_train_conditions(run: RunDir) -> tuple[torch.Tensor, torch.Tensor]:
 
     index = rundata.real_index(run)
     rows = index[index["split"] == "train"].sort_values("cache_row", kind="stable")
-    classes, points = train_conditions(index, rows["image_id"].astype(str).tolist())
+    classes, points = train_conditions(index, rows["image_id"].astype(str).tolist(), str(run.index))
     return torch.from_numpy(classes), torch.from_numpy(points)
 
 

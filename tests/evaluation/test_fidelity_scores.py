@@ -11,7 +11,8 @@ import pytest
 
 from cspine.rundata import RunDataError
 from evaluation import fidelity_scores as fs
-from evaluation.fidelity_data import CURVATURE_CLASSES, KEYPOINT_LABELS, curvature_value, keypoint_array
+from cspine.labels import CURVATURE_CLASSES, KEYPOINT_LABELS
+from cspine.rundata import curvature_value, keypoint_array
 from evaluation.small_models import shift_batch, standardise
 
 

@@ -53,7 +53,7 @@ from cspine.rundir import RunDir
 from training.checkpoints import (
     export_pipeline, list_checkpoints, read_trainer_state, restore_ema, save_checkpoint,
 )
-from training.grids import write_grid
+from training.grids import grid_conditions, write_grid
 from training.loss import denoising_loss, min_snr_weights, noised_batch
 from training.loss_log import LossLog, truncate_loss_log
 from training.hub_pipeline import MAP_CHANNELS, render_layout
@@ -371,8 +371,14 @@ def after_step(tr: Trainer, run: RunDir, protected: set[int], precision_record: 
         save_checkpoint(run, tr.accelerator, tr.ema, tr.raw_unet, tr.noise_scheduler,
                         trainer_state(tr, precision_record), tc.keep_checkpoints, protected)
     if tr.main and (tr.step % tc.sample_every == 0 or last):
+        conditions = None
+        if tr.classes is not None:
+            from training.shape_model import read_shape_model
+
+            conditions = grid_conditions(read_shape_model(shape_model_path(run)) or {}, tc.grid_images, tr.cfg.seed,
+                                         tr.data.shape[-1])
         write_grid(tr.ema, tr.raw_unet, tr.noise_scheduler, run.grids / f"step-{tr.step}.png",
-                   tc.grid_images, tc.grid_steps, tr.cfg.seed)
+                   tc.grid_images, tc.grid_steps, tr.cfg.seed, conditions)
 
 
 def finish(tr: Trainer, run: RunDir, summary: dict) -> None:

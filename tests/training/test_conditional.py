@@ -28,7 +28,7 @@ CONDITIONAL = {**TINY, "model.condition.curvature": True, "model.condition.keypo
                "model.condition.drop_prob": 0.15, "model.condition.min_class_images": 4,
                "train.max_steps": 3, "train.checkpoint_every": 3, "train.mixed_precision": "no",
                "sample.steps": 3, "sample.scheduler": "ddpm", "sample.batch_size": 3, "sample.shard_size": 4,
-               "sample.num_images": 10}
+               "sample.num_images": 10, "train.grid_images": 6, "train.grid_steps": 3}
 
 
 def spine_keypoints(rng: np.random.Generator, size: int) -> dict[str, list[float]]:
@@ -155,6 +155,29 @@ def test_training_writes_conditional_model(trained):
     for k in range(1, 6):
         assert shape["class_counts"][str(k)] == sum(lab.get("curvature") == k for lab in train_labels)
     assert set(shape["classes"]) == {"1", "2", "3", "4", "5"} and shape["labels"] == list(KEYPOINT_LABELS)
+
+
+def test_training_grid_is_drawn_conditionally(trained):
+    """The last step's grid (model/grids/step-3.png) shows the shape model's classes in turn, each with a layout
+    of ``sample_layout``: it equals a conditional draw of the exported EMA U-Net and not an unconditional one."""
+    from PIL import Image
+
+    from training.grids import grid_conditions, grid_image
+    from training.sampling import generate
+    from training.shape_model import sample_layout
+
+    unet, sched, shape = load(trained)
+    n, steps = CONDITIONAL["train.grid_images"], CONDITIONAL["train.grid_steps"]
+    cond = grid_conditions(shape, n, 0, 32)
+    ks = sorted(int(k) for k in shape["classes"])
+    assert cond["classes"] == [ks[i % len(ks)] for i in range(n)] and len(set(cond["classes"])) == min(n, len(ks))
+    for i, (k, lay) in enumerate(zip(cond["classes"], cond["layouts"])):
+        assert np.array_equal(lay, sample_layout(shape, 0, k, i, 32))
+    written = np.asarray(Image.open(trained.grids / "step-3.png"), dtype=np.int16)
+    conditional = grid_image(generate(unet, sched, range(n), 0, steps, progress=False, **cond)).astype(np.int16)
+    unconditional = grid_image(generate(unet, sched, range(n), 0, steps, progress=False)).astype(np.int16)
+    assert np.abs(written - conditional).max() <= 1  # batch rounding only (BATCH_TOLERANCE)
+    assert np.abs(written - unconditional).mean() > 2
 
 
 def test_batch_conditions_drop_class_and_layout_together(trained):

@@ -16,7 +16,9 @@ A rule is a *tell* when its adjusted p is below ``study.blinding.alpha`` (0.01) 
 chance by more than ``study.blinding.margin`` (0.15, i.e. 40% with quartets). With a tell the build stops
 (:class:`BlindingTells`, exit 1): the study would measure the tell, not the anatomy. ``--allow-tells`` (or
 ``study.blinding.allow_tells``) builds anyway and records that in study/blinding.json, which is written
-either way (it holds statistics only, never which image is real, and the server never reads it).
+either way (it holds statistics only, never which image is real, and the server never reads it), except
+that a refused *re*build leaves an earlier built study, and its blinding.json, in place and writes its own table
+to study/blinding-refused.json.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ from cspine.twosample import STATISTICS, c2st, extreme_rules, image_statistics, 
 log = logging.getLogger("cspine.study")
 
 BLINDING_JSON = "blinding.json"
+#: Where a refused rebuild's table goes while an earlier, built study stays served (its blinding.json stays too,
+#: so the analysis and the card keep describing the images the raters actually see).
+REFUSED_JSON = "blinding-refused.json"
 
 
 class BlindingTells(GateClosed):
@@ -97,6 +102,10 @@ def check_served(cfg, study_dir: Path, asset_dir: Path, trials, names: dict) -> 
     refused = bool(report["tells"]) and not bc.allow_tells
     report["verdict"] = ("refused: " if refused else "built despite tells (allow_tells): " if report["tells"] else "no tell found") + \
         ("; ".join(report["tells"]) if report["tells"] else "")
+    if refused and (study_dir / "study.json").exists():
+        path = study_dir / REFUSED_JSON  # the built study stays, and with it the table of what it serves
+    else:
+        (study_dir / REFUSED_JSON).unlink(missing_ok=True)
     atomic.write_json(path, report)
     c = report.get("c2st", {})
     log.info("blinding: %s; classifier two-sample AUC %s", report["verdict"],

@@ -78,3 +78,12 @@ def test_old_padding_is_refused_named_and_allowed_only_on_request(study_run, cap
     rep = json.loads((paths.root / "blinding.json").read_text())
     assert rep["allow_tells"] is True and rep["verdict"].startswith("built despite tells")
     assert paths.study_json.exists()
+    built = paths.study_json.read_text()
+
+    # a refused rebuild (another design) leaves the served study and its table alone, and says why apart
+    assert main(argv[:-2] + ["--set", "study.raters=3", "--set", "study.trials=9"]) == 1
+    assert paths.study_json.read_text() == built
+    assert json.loads((paths.root / "blinding.json").read_text()) == rep
+    refused = json.loads((paths.root / "blinding-refused.json").read_text())
+    assert refused["verdict"].startswith("refused") and refused["n_trials"] == 9
+    assert "blinding-refused.json" in capsys.readouterr().err

@@ -21,10 +21,10 @@ class ClipConfig(Strict):
 
 
 #: The default methods: the ones that find planted copies (tests/privacy/test_copy_recall.py runs exactly
-#: these). At the paper's scale `make bench` projects ~21 min for them against ~82 min with clip and inception
-#: added (Inception-v3 alone 43 min, CLIP 18 min on a 2-core CPU); in the demo's power table (21 change
-#: families, 20 planted copies each) one of these four alone already reaches the audit's recall in every family,
-#: so dropping Inception changes no family's recall.
+#: these). At the paper's scale `make bench` projects 20-21 min for them against 72-82 min with clip and
+#: inception added (three runs on a 2-core CPU: Inception-v3 alone 33-43 min, CLIP 18-19 min); in the demo's
+#: power table (21 change families, 20 planted copies each) one of these four alone already reaches the
+#: audit's recall in every family, so dropping Inception changes no family's recall.
 FAST_METHODS: tuple[str, ...] = ("phash", "dhash", "pixel", "copydetect")
 
 
@@ -35,7 +35,7 @@ class AuditConfig(Strict):
         list(FAST_METHODS),
         description="Methods to run. The default (phash, dhash, pixel, copydetect) carries the measured recall of "
         "every planted-copy family; add clip and inception for semantic neighbours in the report (they cost "
-        "about 75% of a paper-scale audit and flag few transformed copies). clip is skipped with a note when "
+        "about 70% of a paper-scale audit and flag few transformed copies). clip is skipped with a note when "
         "its weights cannot be had (inception then runs in its place). copydetect (privacy/copydetect.py) "
         "finds copies that were rotated, shifted, zoomed, cropped, sheared, filtered, re-windowed or written on.",
     )

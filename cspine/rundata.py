@@ -4,9 +4,10 @@ Where it sits: the core, under every stage. Real images by split (:func:`real_im
 samples (:func:`sample_images`) are read here, with the checks (columns, split values, cache rows, sizes)
 done in one place, and so are the ``labels`` of the index and the conditional columns of the samples table
 (:func:`labels_cell`, :func:`curvature_value`, :func:`keypoint_array`: training's shape model, the evaluation
-and the reader study read labels only through them, with one strictness); the stage table (``cspine.stages``) declares each stage's inputs and outputs with the
-fingerprint functions and keeps them in the stages' ``record.json`` (cspine.provenance); the release checks
-(``release.coverage``) read the audit's record back through :func:`audit_coverage`.
+and the reader study read labels only through them, with one strictness); the stage table
+(``cspine.stages``) declares each stage's inputs and outputs with the fingerprint functions and keeps them in
+the stages' ``record.json`` (cspine.provenance); the release checks (``release.coverage``) read the audit's
+record back through :func:`audit_coverage`.
 
 Every file inside a run is fingerprinted by content (sha256). Hashing the same unchanged file twice in one
 process is avoided with a memo keyed by (path, inode, size, mtime): a file rewritten in between always has

@@ -29,10 +29,10 @@ import pandas as pd
 
 from cspine import atomic
 from cspine import provenance, rundata
+from cspine.rundata import keypoint_array
 from cspine.rundir import RunDir, checkpoint_step
 from evaluation.data import image_set_from_unit
 from evaluation.features import set_features
-from cspine.rundata import keypoint_array
 from evaluation.metrics import frechet_distance_lowrank, kid
 
 

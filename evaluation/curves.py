@@ -80,8 +80,9 @@ def release_conditions(run: RunDir, checkpoint: str, num_images: int) -> dict:
                for kp, iid in zip(rows["keypoints"], rows["image_id"])]
     rec = provenance.read_record(run.samples) or {}
     settings = (rec.get("config") or {}).get("sample") or {}
-    shape_file = run.model / "shape_model.json"
-    shape = json.loads(shape_file.read_text(encoding="utf-8")) if shape_file.is_file() else {}
+    from training.shape_model import read_shape_model
+
+    shape = read_shape_model(run.model / "shape_model.json") or {}
     return {"indices": [int(i) for i in ids], "classes": [None if pd.isna(k) else int(k) for k in rows["curvature"]],
             "layouts": layouts, "guidance_scale": float(settings.get("guidance_scale", 1.0)),
             "map_sigma": float(shape.get("map_sigma", 1.0))}

@@ -8,13 +8,14 @@ Not part of `make bench` (each recipe trains a demo model: minutes on a CPU). Ru
 
 Each recipe is a set of ``--set`` overrides of ``configs/demo.yaml`` (or ``--config``). All recipes share
 one phantom folder and the same prepared data, train for the same number of optimizer steps at the same
-batch size (equal compute: same images seen, same network), draw the same sampler's images, and are
-scored against the real held-out images: FID (with a bootstrap interval over the synthetic images), KID
-(mean and spread over subsets), the washed-out share (evaluation/washout.py) of real held-out and
-synthetic images, and the training wall time; with ``--reference N`` also FID and KID against N fresh
-phantoms (a generator seed no run trains on): FID is biased upwards by about 1/n, and at the demo's 64
-held-out images two sets of real phantoms already score about 70. Results go to ``WORK/recipes.json`` and a Markdown table on
-the screen; a finished recipe is not retrained (delete its folder to redo it).
+batch size (equal compute: same images seen, same network), sample with their own config's sampler (the
+pre-issue-14 "today" with DDPM-50, as the demo did then), and are scored against the real held-out images:
+FID (with a bootstrap interval over the synthetic images), KID (mean and spread over subsets), the
+washed-out share (evaluation/washout.py) of real held-out and synthetic images, and the training wall time.
+With ``--reference N`` they are also scored against N fresh phantoms (a generator seed no run trains on):
+FID is biased upwards by about 1/n, and at the demo's 64 held-out images two sets of real phantoms already
+score about 70. Results go to ``WORK/recipes.json`` and a Markdown table on the screen; a finished recipe is
+not retrained (delete its folder to redo it).
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ float32 MSE loss (training/loss.py), backward (through a GradScaler for fp16), g
 the optimizer step. The candidates are timed in interleaved rounds, one step each, and each keeps its
 fastest round, so a burst of load from another process hurts every candidate alike rather than one;
 after the first round a candidate slower than 1.5x fp32 is dropped (it cannot win within the noise).
+Five rounds by default: each round pairs every candidate with fp32 under the same load, and a candidate must
+win every pairing (training/precision.py), so a few more rounds make a chance win rarer for under a second.
 
 Everything runs inside ``torch.random.fork_rng``: the probe draws nothing from the generators that
 seed the real model and its dropout, so a run with a probe trains exactly as one without.
@@ -127,7 +129,7 @@ def time_precisions(base: torch.nn.Module, batch: NoisedBatch, device: torch.dev
 
 
 def probe(build_model: Callable[[], torch.nn.Module], batch: NoisedBatch, device: torch.device,
-          try_compile: bool | None = None, rounds: int = 3) -> list[Timing]:
+          try_compile: bool | None = None, rounds: int = 5) -> list[Timing]:
     """Timings of every candidate for ``device`` (and, on CUDA, the fastest one compiled).
 
     ``build_model`` makes the U-Net (called once, inside ``fork_rng``); ``batch`` is one noised batch.

@@ -76,9 +76,23 @@ def test_a_clearly_faster_candidate_wins():
 def test_fp32_wins_ties_and_gains_within_the_noise():
     quiet = [timing("fp32", 1.0, 1.0, 1.01), timing("bf16", 0.97, 0.98, 0.99)]  # 3% < the 5% floor
     assert choose(quiet, 600)[0] == FP32
-    noisy = [timing("fp32", 1.0, 1.3, 1.2), timing("bf16", 0.8, 0.9, 0.85)]  # 20% gain, 30% spread
+    # paired rounds that disagree: best-of says 15% faster, but one round under the same load says slower
+    disagree = [timing("fp32", 1.0, 1.3, 1.2), timing("bf16", 1.1, 0.9, 0.85)]
+    p, why = choose(disagree, 600)
+    assert p == FP32 and "-10%" in why
+    # a compiled candidate is timed in rounds of its own: it must beat fp32's spread (30% here) by best-of
+    noisy = [timing("fp32", 1.0, 1.3, 1.2), timing("bf16+compile", 0.8, 0.8, 0.8)]
     assert choose(noisy, 600)[0] == FP32
     assert choose([timing("fp32", 1.0), timing("bf16", 1.0)], 600)[0] == FP32
+
+
+def test_a_noisy_fp32_round_does_not_veto_a_candidate_faster_in_every_round():
+    # the probe of a fresh-clone `make release` here (seconds a step): fp32's middle round was slow, so its
+    # spread (25%) exceeded bf16's best-of gain (16%) and the old rule kept fp32; paired, bf16 won every round
+    # by 16-22%, and a full 600-step demo training took 240 s in bf16 against 310 s in fp32
+    fp32, bf16 = timing("fp32", 0.12518, 0.15629, 0.13159), timing("bf16", 0.10521, 0.12146, 0.10631)
+    p, why = choose([fp32, bf16, timing("fp32+channels_last", 0.15636, 0.16866, 0.17308)], 600)
+    assert p == Precision("bf16") and "paired rounds" in why
 
 
 def test_compile_must_pay_for_its_warmup():

@@ -18,13 +18,23 @@ Decisions (measured on 64 px phantoms under privacy/power.py's families):
 - Only plausible warps count: rotation under 8 degrees, scales 0.8-1.4 with near-equal axes, shear under
   0.15. A warp outside that range is not a copy's transform, and letting ECC bend a distinct image freely
   onto a training image made distinct pairs correlate like copies.
-- Similarity: pixels inside the warped query's frame (eroded) and not clipped black/white in it (black fill
-  of a shift or zoom-out, a clipped window) are rank-normalised in both images (blind to gamma, window/level,
-  any monotone curve), band-passed with a difference of Gaussians (0.7 and 16 px at 64 px side, scaled with
-  the side), and correlated after trimming the 20% of pixels with the largest standardised residual (burned-in
-  text and markers, fill the mask missed). Small clipped components (under 3% of the image: text, markers)
-  are masked with a one-pixel ring, their anti-aliased edge (measured: "everything" 0.14 -> 0.28, the
-  single families unchanged or better; dilating every clipped area instead cost window/level recall).
+- Similarity: pixels inside the warped query's frame (eroded) and not clipped black/white in it (black fill of
+  a shift or zoom-out, a clipped window) are rank-normalised in both images (blind to gamma, window/level, any
+  monotone curve), band-passed with a difference of Gaussians, and correlated after trimming the 20% of pixels
+  with the largest standardised residual (burned-in text and markers, fill the mask missed). Small clipped
+  components (under 3% of the image: text, markers) are masked with a one-pixel ring, their anti-aliased edge
+  (measured: "everything" 0.14 -> 0.28, the single families unchanged or better; dilating every clipped area
+  instead cost window/level recall).
+- Two bands at the same warp (:data:`BANDS`, sigmas in px at a 64 px side, scaled with the side): coarse
+  (0.7-16 px), which keeps the layout and carries the noisy and JPEG copies, and fine (0.7-3 px), which keeps
+  only the edges of the anatomy. privacy/copydetect.py scales each by the holdout and lets the nearer count.
+  Measured on 3 candidates per image from a 1000-step embedding: distinct phantoms aligned onto each other
+  still correlate at up to 0.996 in the coarse band but only 0.988 in the fine one, so the fine band alone
+  catches 0.48 of the "everything" copies (coarse 0.29) but only 0.74 of the noisy ones (coarse 0.99). Tried
+  beside them: 0.7-5, 1.5-6 and 3-16 px (no better as a second band; all five together flagged 1% of the
+  distinct images), no trimming (worse everywhere), and a logistic combination of the band scores and the
+  embedding cosine fitted on copies planted with another seed (no better than the two bands, worse with the
+  cosine).
 - Matched blur: a blurred copy has lost the fine detail its sharp source still has, and a sharpened one has
   gained some, so the score is the best of the comparisons as is, with the source blurred (sigma 0.8 or
   1.4 px at 64 px) and with the query blurred (0.8 px); five or six blur levels measured no better. Measured (test_copy_recall setup, 6 candidates):
@@ -35,14 +45,16 @@ Decisions (measured on 64 px phantoms under privacy/power.py's families):
   copies look displaced), masking saturated text/clipping out of ECC (more alignment failures), and adding
   the embedding cosine to the score (+0.02-0.06 on combinations but a false flag at 300 distinct images).
 - What is still missed: the "everything" family (rotation + zoom + shift + blur + window/level + text +
-  noise), recall ~0.2-0.3. Mostly alignment: replaying privacy/power.py's draws to get each copy's true warp
-  (test_copy_recall setup, 100 copies), ECC's warp is off by a mean of 1.8 px per pixel in the median (p90
-  3.8 px at 64 px), and scoring the copies at their true warp would flag 0.63 of them at the same
-  threshold. The rest is the score: at the true warp a third of the copies are still less alike their
-  source than the closest distinct phantoms are (holdout maximum r ~0.996). Tried and left out: ECC on
-  rank-equalised and/or blurred images (0.15-0.17), and a masked fine ECC pass (text and clipping out,
-  Gaussian 3 or 5): "everything" 0.20 -> 0.29 but crop+overlay, window/level and the other combinations lost
-  3-7 points each.
+  noise), recall 0.38 with both bands at the audit's defaults (0.29 with the coarse band alone; 0.48-0.49 with
+  a 1000-step embedding and 1-3 candidates, where fewer distinct candidates get the chance to set the
+  holdout's minimum; 0.38 again at 5). Mostly alignment (measured with the coarse band): replaying
+  privacy/power.py's draws to get each copy's true warp (test_copy_recall setup, 100 copies), ECC's warp is
+  off by a mean of 1.8 px per pixel in the median (p90 3.8 px at 64 px), and scoring the copies at their true
+  warp would flag 0.63 of them at the same threshold. The rest is the score: at the true warp a third of the
+  copies are still less alike their source than the closest distinct phantoms are (holdout maximum r ~0.996).
+  Tried and left out: ECC on rank-equalised and/or blurred images (0.15-0.17), and a masked fine ECC pass
+  (text and clipping out, Gaussian 3 or 5): "everything" 0.20 -> 0.29 but crop+overlay, window/level and the
+  other combinations lost 3-7 points each.
 """
 
 from __future__ import annotations
@@ -51,7 +63,8 @@ import numpy as np
 
 ZOOMS = (0.93, 1.0, 1.1, 1.22)
 TRIM = 0.2
-DOG = (0.7, 16.0)  # at a 64 px side
+#: difference-of-Gaussians bands (sigmas in px at a 64 px side) scored at the same warp: coarse, fine
+BANDS = ((0.7, 16.0), (0.7, 3.0))
 MIN_AREA = 0.3  # share of the image that must remain compared
 REF_BLURS = (0.8, 1.4)  # Gaussian sigmas (px at a 64 px side) the source is also compared at
 QUERY_BLURS = (0.8,)  # and the query
@@ -162,14 +175,18 @@ def _zscore(v: np.ndarray) -> np.ndarray:
     return (v - v.mean()) / (v.std() + 1e-9)
 
 
-def _band(x: np.ndarray, m: np.ndarray, R: int) -> np.ndarray:
-    """Rank-normalised (over ``m``), band-passed ``x`` at the pixels of ``m``."""
-    import cv2
-
+def _ranked(x: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """``x`` rank-normalised over the pixels of ``m`` (0 elsewhere)."""
     a = np.zeros_like(x)
     a[m] = _ranks(x[m])
-    lo, hi = DOG[0] * R / 64, DOG[1] * R / 64
-    return (cv2.GaussianBlur(a, (0, 0), lo) - cv2.GaussianBlur(a, (0, 0), hi))[m]
+    return a
+
+
+def _bandpass(a: np.ndarray, m: np.ndarray, R: int, band: tuple[float, float]) -> np.ndarray:
+    """Difference of Gaussians ``band`` (sigmas in px at a 64 px side) of ``a``, at the pixels of ``m``."""
+    import cv2
+
+    return (cv2.GaussianBlur(a, (0, 0), band[0] * R / 64) - cv2.GaussianBlur(a, (0, 0), band[1] * R / 64))[m]
 
 
 def _trimmed_corr(ra: np.ndarray, rb: np.ndarray) -> float:
@@ -194,9 +211,9 @@ def _burned_in(x: np.ndarray) -> np.ndarray:
     return (sat | ring) > 0
 
 
-def aligned_similarity(ref: np.ndarray, query: np.ndarray, w: np.ndarray) -> float:
-    """Trimmed correlation of rank-normalised, band-passed ``ref`` and ``query`` warped by ``w``, at the best
-    of the matched blurs (see module)."""
+def aligned_similarities(ref: np.ndarray, query: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Per band of :data:`BANDS`: trimmed correlation of rank-normalised, band-passed ``ref`` and ``query``
+    warped by ``w``, at the best of the matched blurs (see module); -1 where too little of the image remains."""
     import cv2
 
     R = ref.shape[0]
@@ -205,22 +222,29 @@ def aligned_similarity(ref: np.ndarray, query: np.ndarray, w: np.ndarray) -> flo
     m = cv2.erode((frame > 0.5).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     m &= ~_burned_in(qw)
     if m.sum() < MIN_AREA * R * R:
-        return -1.0
-    ra, rb = _band(ref, m, R), _band(qw, m, R)
-    best = _trimmed_corr(ra, rb)
-    for s in REF_BLURS:  # a blurred copy against its source blurred alike
-        best = max(best, _trimmed_corr(_band(cv2.GaussianBlur(ref, (0, 0), s * R / 64), m, R), rb))
-    for s in QUERY_BLURS:  # a sharpened copy blurred back
-        best = max(best, _trimmed_corr(ra, _band(cv2.GaussianBlur(qw, (0, 0), s * R / 64), m, R)))
+        return np.full(len(BANDS), -1.0)
+    # (reference, query) versions compared: as they are, the source blurred alike (a blurred copy), the
+    # query blurred back (a sharpened copy); the ranks are shared by the bands
+    blur = lambda x, s: cv2.GaussianBlur(x, (0, 0), s * R / 64)  # noqa: E731
+    ref_r, q_r = _ranked(ref, m), _ranked(qw, m)
+    pairs = ([(ref_r, q_r)] + [(_ranked(blur(ref, s), m), q_r) for s in REF_BLURS]
+             + [(ref_r, _ranked(blur(qw, s), m)) for s in QUERY_BLURS])
+    out = np.empty(len(BANDS))
+    for b, band in enumerate(BANDS):
+        out[b] = max(_trimmed_corr(_bandpass(a, m, R, band), _bandpass(q, m, R, band)) for a, q in pairs)
+    return out
+
+
+def similarities(ref: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Best aligned similarity per band of float32 ``query`` to ``ref`` (both [R, R] in [0, 1]); -1 where no
+    plausible alignment exists."""
+    best = np.full(len(BANDS), -1.0)
+    for w in alignments(ref, query):
+        s = aligned_similarities(ref, query, w)
+        best = np.where(np.isfinite(s), np.maximum(best, s), best)
     return best
 
 
 def similarity(ref: np.ndarray, query: np.ndarray) -> float:
-    """Best aligned similarity of float32 ``query`` to ``ref`` (both [R, R] in [0, 1]); -1 when no plausible
-    alignment exists."""
-    best = -1.0
-    for w in alignments(ref, query):
-        s = aligned_similarity(ref, query, w)
-        if np.isfinite(s):
-            best = max(best, s)
-    return best
+    """The coarse band's (``BANDS[0]``) aligned similarity of ``query`` to ``ref``; -1 without an alignment."""
+    return float(similarities(ref, query)[0])

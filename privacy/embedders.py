@@ -50,12 +50,15 @@ class DistanceScale:
     """
 
     label: str  #: the distance, as summary.json's thresholds and the figures name it
-    similarity: str = ""  #: symbol of the similarity ``1 - d`` is shown as; "" for counts of bits
+    similarity: str = ""  #: symbol of the similarity ``1 - d`` is shown as; "" to show ``d`` itself
+    unit: str = "bits"  #: what ``d`` counts when it is shown itself ("bits": a whole number of them)
 
     def format(self, d: float) -> str:
         if self.similarity:
             return f"{self.similarity}={1 - d:.4f}"
-        return f"{int(round(d))} bits"
+        if self.unit == "bits":
+            return f"{int(round(d))} bits"
+        return f"{d:.3f} {self.unit}"
 
 
 COSINE = DistanceScale("1 - cosine similarity", "cos")

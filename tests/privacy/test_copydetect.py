@@ -67,3 +67,22 @@ def test_copydetect_is_seeded_and_finds_sources():
     assert np.array_equal(runs[0][0], runs[1][0]) and np.array_equal(runs[0][1], runs[1][1])
     assert list(runs[0][0][:, 0]) == [2, 9]
     assert (runs[0][1][:, 0] < runs[0][1][:, 1]).all()
+
+
+def test_each_band_is_scaled_by_the_closest_holdout_image():
+    """fit() scales each band by the holdout's closest 1 - r: recomputed here per band from align.similarities
+    over the same candidates, the holdout's nearest distance is then exactly 1 (each band's own minimum), and
+    a planted copy of a training image lands below it."""
+    train, holdout = IMAGES[:12], IMAGES[12:20]
+    cd = CopyDetect(steps=5, candidates=3, workers=1).fit(train, holdout)
+    tr, ho = to_unit(train).astype(np.float32), to_unit(holdout).astype(np.float32)
+    cand, _ = cd.topk(holdout, "train", 3)
+    per_band = np.array([[align.similarities(tr[j], ho[i]) for j in cand[i]] for i in range(len(ho))])
+    expect = (1.0 - per_band).min(axis=(0, 1))
+    assert np.allclose(cd.scales, np.maximum(expect, 1e-6))
+    assert len(cd.scales) == len(align.BANDS) == 2
+    _, hd = cd.topk(holdout, "train", 1)
+    assert abs(float(hd.min()) - 1.0) < 1e-6
+    copy = power.everything(IMAGES[3], np.random.default_rng(2))[None]
+    idx, d = cd.topk(copy, "train", 1)
+    assert idx[0, 0] == 3 and d[0, 0] < 1.0

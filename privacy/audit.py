@@ -156,7 +156,7 @@ def _audit_verified(emb, inputs: AuditInputs, cfg, seed: int, planted) -> Method
     sub = rng.choice(n_train, size=min(n_train, len(inputs.holdout)), replace=False)
     t0 = time.perf_counter()
     nn_idx, nn_dist = emb.topk(inputs.synth, "train", cfg.top_k)
-    hold_dist = emb.topk(inputs.holdout, "train", 1)[1][:, 0]
+    hold_dist = emb.holdout_topk(1)[1][:, 0]  # verified once, in fit
     n_dcr = max(1, emb.candidates // 2)  # the DCR shares need only each image's nearest: fewer candidates
     syn_hold = emb.topk(inputs.synth, "holdout", 1, candidates=n_dcr)[1][:, 0]
     syn_sub = emb.topk(inputs.synth, "train", 1, subset=sub, candidates=n_dcr)[1][:, 0]

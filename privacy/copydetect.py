@@ -11,18 +11,19 @@ distance is not a distance between two fixed vectors. Two stages:
    (privacy/align.py: a coarse band-pass that keeps the layout, and a fine one, 0.7-3 px, that keeps only
    the edges of the anatomy); the nearest candidate is the query's nearest reference.
 
-The distance of a pair is ``min over bands of (1 - r_band) / s_band``, where ``s_band`` is the smallest
-``1 - r_band`` of any holdout image to its nearest training image (measured in :meth:`CopyDetect.fit`, a second
-verification pass over the holdout). So a distance below 1 means "closer to this training image, in at least
-one band, than any real unseen image came in that band", and the holdout calibration of privacy/calibrate.py
-then puts the threshold at 1 (the holdout's minimum, with under 1,000 of them): each band acts as its own
-calibrated check and a copy is flagged when either fires. Why two bands, measured on the test_copy_recall
-setup (100 copies per family, 300 distinct images): distinct phantoms aligned onto each other keep a coarse
-correlation up to 0.996 but less of their edges, while blur, text and a clipped window leave a copy's edges in
-place once aligned; the fine band alone misses noisy and JPEG copies the coarse band finds. With the audit's
-defaults, either band firing lifted "everything" from 0.29 to 0.38, left every other family where the coarse
-band had it, and flagged one of the 300 distinct images, as before (privacy/align.py has the per-band
-figures). Without a holdout (``fit(train)``) the scales are 1.
+The distance of a pair is ``min over bands of (1 - r_band) / s_band``, where ``s_band`` is the smallest ``1 -
+r_band`` of any holdout image to its nearest training image (measured in :meth:`CopyDetect.fit`, whose
+verification of the holdout the audit's calibration then reuses, :meth:`CopyDetect.holdout_topk`). So a
+distance below 1 means "closer to this training image, in at least one band, than any real unseen image came
+in that band", and the holdout calibration of privacy/calibrate.py then puts the threshold at 1 (the holdout's
+minimum, with under 1,000 of them): each band acts as its own calibrated check and a copy is flagged when
+either fires. Why two bands, measured on the test_copy_recall setup (100 copies per family, 300 distinct
+images): distinct phantoms aligned onto each other keep a coarse correlation up to 0.996 but less of their
+edges, while blur, text and a clipped window leave a copy's edges in place once aligned; the fine band alone
+misses noisy and JPEG copies the coarse band finds. With the audit's defaults, either band firing lifted
+"everything" from 0.29 to 0.38, left every other family where the coarse band had it, and flagged one of the
+300 distinct images, as before (privacy/align.py has the per-band figures). Without a holdout (``fit(train)``)
+the scales are 1.
 
 Thresholds come from the holdout images as for every method (privacy/calibrate.py); there is no absolute
 floor. Seeded: the same images and seed give the same network and the same distances. Features are not
@@ -62,6 +63,7 @@ class CopyDetect(Embedder):
     verifies = True
     _net: object = field(default=None, repr=False)
     _refs: dict = field(default_factory=dict, repr=False)
+    _holdout: tuple | None = field(default=None, repr=False)  # (candidates, band similarities) of fit's holdout
 
     @property
     def method_id(self) -> str:
@@ -86,10 +88,24 @@ class CopyDetect(Embedder):
             ho = to_unit(holdout).astype(np.float32)
             self._refs["holdout"] = (ho, sscd.embed(self._net, ho))
             if len(ho):
-                _, bands = self._verify(ho, "train", np.arange(len(tr)), min(self.candidates, len(tr)))
-                nearest = (1.0 - bands).min(axis=1)  # [n_holdout, n_bands]
+                self._holdout = self._verify(ho, "train", np.arange(len(tr)), min(self.candidates, len(tr)))
+                nearest = (1.0 - self._holdout[1]).min(axis=1)  # [n_holdout, n_bands]
                 self.scales = tuple(float(max(v, 1e-6)) for v in nearest.min(axis=0))
         return self
+
+    def holdout_topk(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``topk(holdout, "train", k)`` from the verification :meth:`fit` already ran to set the scales (the
+        audit's calibration needs the same numbers; this saves verifying every holdout image twice)."""
+        if self._holdout is None:
+            raise RuntimeError("CopyDetect.fit(train, holdout) must run before holdout_topk")
+        return self._ranked(*self._holdout, k)
+
+    def _ranked(self, cand: np.ndarray, bands: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest of each query's verified candidates: (indices, distances), ties by index."""
+        dist = ((1.0 - bands) / np.asarray(self.scales)).min(axis=2)
+        k = min(k, cand.shape[1])
+        order = np.lexsort((cand, dist), axis=1)[:, :k]
+        return np.take_along_axis(cand, order, 1), np.take_along_axis(dist, order, 1).astype(np.float32)
 
     def _verify(self, q: np.ndarray, ref: str, rows: np.ndarray, nc: int) -> tuple[np.ndarray, np.ndarray]:
         """Each query's ``nc`` candidates among ``rows`` of ``ref`` by the embedding, and their aligned
@@ -119,11 +135,7 @@ class CopyDetect(Embedder):
         rows = np.arange(len(images)) if subset is None else np.asarray(subset)
         q = to_unit(queries).astype(np.float32)
         nc = min(max(k, candidates or self.candidates), len(rows))
-        cand, bands = self._verify(q, ref, rows, nc)
-        dist = ((1.0 - bands) / np.asarray(self.scales)).min(axis=2)
-        k = min(k, nc)
-        order = np.lexsort((cand, dist), axis=1)[:, :k]
-        return np.take_along_axis(cand, order, 1), np.take_along_axis(dist, order, 1).astype(np.float32)
+        return self._ranked(*self._verify(q, ref, rows, nc), k)
 
     def close(self) -> None:
-        self._net, self._refs = None, {}
+        self._net, self._refs, self._holdout = None, {}, None

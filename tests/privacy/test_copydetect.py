@@ -81,8 +81,10 @@ def test_each_band_is_scaled_by_the_closest_holdout_image():
     expect = (1.0 - per_band).min(axis=(0, 1))
     assert np.allclose(cd.scales, np.maximum(expect, 1e-6))
     assert len(cd.scales) == len(align.BANDS) == 2
-    _, hd = cd.topk(holdout, "train", 1)
+    hi, hd = cd.topk(holdout, "train", 1)
     assert abs(float(hd.min()) - 1.0) < 1e-6
+    reused = cd.holdout_topk(1)  # what the audit calibrates on: fit's own verification of the holdout
+    assert np.array_equal(reused[0], hi) and np.allclose(reused[1], hd)
     copy = power.everything(IMAGES[3], np.random.default_rng(2))[None]
     idx, d = cd.topk(copy, "train", 1)
     assert idx[0, 0] == 3 and d[0, 0] < 1.0

@@ -158,7 +158,7 @@ def bench_copydetect() -> float:
     """copydetect's cost at the paper's scale: training its embedding (a fixed number of steps, whatever the
     training set's size), embedding every image, and verifying candidates by alignment (the bulk: 10 per
     synthetic and holdout image, 5 + 5 more per synthetic image for the DCR shares; each call scores both
-    bands), timed on 64 px phantoms."""
+    bands at ECC's warp and at the identity), timed on 64 px phantoms."""
     from privacy.config import AuditConfig
     from privacy.copydetect import CopyDetect
     from tests.privacy.test_power_families import realistic

@@ -51,8 +51,9 @@ Decisions (measured on 64 px phantoms under privacy/power.py's families):
   copies look displaced), masking saturated text/clipping out of ECC (more alignment failures), and adding
   the embedding cosine to the score (+0.02-0.06 on combinations but a false flag at 300 distinct images).
 - What is still missed: the "everything" family (rotation + zoom + shift + blur + window/level + text +
-  noise), recall 0.38 with both bands at the audit's defaults (0.29 with the coarse band alone), 0.37 with
-  another embedding seed; a 1000-step embedding with 1-3 candidates gave 0.48-0.49 on seed 0 but 0.40 on seed
+  noise), recall 0.36 with both bands at the audit's defaults (0.29 with the coarse band alone; 0.38 before a
+  fine ECC step that leaves the plausible range fell back to its coarse start, as documented, instead of being
+  scored), 0.37 with another embedding seed; a 1000-step embedding with 1-3 candidates gave 0.48-0.49 on seed 0 but 0.40 on seed
   1, within what the seed moves, so the cheaper default stays. Mostly alignment (measured with the coarse
   band): replaying privacy/power.py's draws to get each copy's true warp (test_copy_recall setup, 100 copies),
   ECC's warp is off by a mean of 1.8 px per pixel in the median (p90 3.8 px at 64 px), and scoring the copies
@@ -166,7 +167,7 @@ def alignments(ref: np.ndarray, query: np.ndarray) -> list[np.ndarray]:
     if best is None:
         return []
     try:
-        _, w = cv2.findTransformECC(ref, query, best, cv2.MOTION_AFFINE, fine, None, 1)
+        _, w = cv2.findTransformECC(ref, query, best.copy(), cv2.MOTION_AFFINE, fine, None, 1)  # (in place)
     except cv2.error:
         return [best]
     return [w] if plausible(w) else [best]

@@ -88,3 +88,15 @@ def test_each_band_is_scaled_by_the_closest_holdout_image():
     copy = power.everything(IMAGES[3], np.random.default_rng(2))[None]
     idx, d = cd.topk(copy, "train", 1)
     assert idx[0, 0] == 3 and d[0, 0] < 1.0
+
+
+def test_an_implausible_fine_warp_falls_back_to_the_plausible_coarse_one():
+    """A 6-20% crop copy (test_copy_recall's training image 184, 10 px off at top 10, left 9) on which the
+    fine ECC step drifts to a squashed warp (scale 1.14 x 0.89): cv2.findTransformECC writes into the warp
+    it is given, so the fallback once returned that implausible warp instead of the coarse one."""
+    from cspine.images import resize_gray16
+
+    a = realistic(200, 11)[184]
+    q = resize_gray16(a[10:64, 9:63], 64)
+    warps = align.alignments(to_unit(a).astype(np.float32), to_unit(q).astype(np.float32))
+    assert warps and all(align.plausible(w) for w in warps)

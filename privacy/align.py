@@ -1,7 +1,7 @@
 """Verification step of the audit's ``copydetect`` method: align a query image to a candidate training image
 and measure how alike they are once aligned.
 
-Where it sits: privacy/copydetect.py calls :func:`similarity` for each query and each of its candidates (the
+Where it sits: privacy/copydetect.py calls :func:`similarities` for each query and each of its candidates (the
 top-k of privacy/sscd.py's embedding). The result is a similarity in [-1, 1] per band; the method turns it
 into a distance scaled by the holdout's and calibrated like every other method (privacy/calibrate.py).
 

@@ -43,8 +43,8 @@ from cspine.images import to_unit
 from privacy import align, sscd
 from privacy.embedders import DistanceScale, Embedder, Metric
 
-ALIGNED = DistanceScale("aligned distance: min over bands of (1 - rank correlation) / the closest holdout's",
-                        unit="x the closest holdout")
+#: min over bands of (1 - rank correlation) / the closest holdout image's (see the module docstring)
+ALIGNED = DistanceScale("aligned distance / closest holdout's", unit="x the closest holdout")
 
 
 @dataclass

@@ -264,8 +264,3 @@ def similarities(ref: np.ndarray, query: np.ndarray) -> np.ndarray:
         s = aligned_similarities(ref, query, w)
         best = np.where(np.isfinite(s), np.maximum(best, s), best)
     return best
-
-
-def similarity(ref: np.ndarray, query: np.ndarray) -> float:
-    """The coarse band's (``BANDS[0]``) similarity of ``query`` to ``ref`` (see :func:`similarities`)."""
-    return float(similarities(ref, query)[0])

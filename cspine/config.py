@@ -94,7 +94,7 @@ def dump_config(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
-#: Inference samplers (training.sampling.make_scheduler builds them), named here so the sample and the
+#: Inference samplers (cspine.generation.sampling.make_scheduler builds them), named here so the sample and the
 #: evaluate configs validate the same names. Every one makes one network evaluation per step.
 SamplerName = Literal["ddpm", "ddim", "dpmsolver++", "dpmsolver++-karras", "dpmsolver++-sde",
                       "dpmsolver++-sde-karras", "unipc", "unipc-karras"]

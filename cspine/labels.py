@@ -1,7 +1,7 @@
 """The CSXA label vocabulary: shared by ingestion, the phantom generator, the evaluation and the release.
 
 In the core because several stages need it and a stage never imports another's internals. (The released
-pipeline, training/hub_pipeline.py, carries its own copy: it must run without this package; a test checks
+pipeline, cspine/generation/hub_pipeline.py, carries its own copy: it must run without this package; a test checks
 that the copies agree.)
 
 23 LabelMe point labels (as in the CSXA authors' own scripts: "C2 centroid", "C2 bottom left", ...,

@@ -15,7 +15,7 @@ from cspine.twosample import C2STConfig
 class SamplerPoint(Strict):
     """One sampler setting of the speed-quality curve."""
 
-    scheduler: SamplerName = Field(description="Sampler (training.sampling.make_scheduler).")
+    scheduler: SamplerName = Field(description="Sampler (cspine.generation.sampling.make_scheduler).")
     steps: int = Field(ge=1, description="Number of denoising steps.")
 
 

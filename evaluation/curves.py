@@ -1,7 +1,7 @@
 """Curves that need fresh samples: quality against training step (checkpoint selection) and against
 sampler speed (the speed-quality curve that justifies the default sampler).
 
-Both generate images with training.sampling (image i depends only on (seed, i), so every checkpoint and
+Both generate images with cspine.generation.sampling (image i depends only on (seed, i), so every checkpoint and
 every sampler is scored on the same noise) the way `cspine sample` made the released ones: for a
 conditional model, :func:`release_conditions` takes ``num_images`` released samples spread over
 samples.parquet (their class, their drawn landmark layout and their index) and the guidance scale of the
@@ -64,7 +64,7 @@ def _load_points(path: Path) -> dict:
 
 
 def release_conditions(run: RunDir, checkpoint: str, num_images: int) -> dict:
-    """Keyword arguments for training.sampling.generate that reproduce ``num_images`` released samples of
+    """Keyword arguments for cspine.generation.sampling.generate that reproduce ``num_images`` released samples of
     ``checkpoint``: ``indices``, ``classes``, ``layouts``, ``guidance_scale``, ``map_sigma``. An
     unconditional run (no curvature column, or only nulls): indices 0..n-1 and nothing else."""
     plain = {"indices": list(range(num_images))}
@@ -80,7 +80,7 @@ def release_conditions(run: RunDir, checkpoint: str, num_images: int) -> dict:
                for kp, iid in zip(rows["keypoints"], rows["image_id"])]
     rec = provenance.read_record(run.samples) or {}
     settings = (rec.get("config") or {}).get("sample") or {}
-    from training.shape_model import read_shape_model
+    from cspine.generation.shape_model import read_shape_model
 
     shape = read_shape_model(run.model / "shape_model.json") or {}
     return {"indices": [int(i) for i in ids], "classes": [None if pd.isna(k) else int(k) for k in rows["curvature"]],
@@ -105,7 +105,7 @@ def checkpoint_curve(run: RunDir, ref_feats: np.ndarray, *, num_images: int, sch
                      batch_size: int, kid_subset: int, kid_subsets: int, progress: bool = True,
                      log: Callable[[str], None] = print) -> list[dict]:
     """Score every saved checkpoint on ``num_images`` images; returns one row per checkpoint (by step)."""
-    from training.sampling import generate, load_unet, make_scheduler
+    from cspine.generation.sampling import generate, load_unet, make_scheduler
 
     path = run.eval / "checkpoint_curve.json"
     done = _load_points(path)
@@ -160,7 +160,7 @@ def sampler_curve(run: RunDir, ref_feats: np.ndarray, *, points: list[tuple[str,
                   num_images: int, seed: int, batch_size: int, kid_subset: int, kid_subsets: int,
                   progress: bool = True, log: Callable[[str], None] = print) -> list[dict]:
     """Quality and speed of each (scheduler, steps) on the same ``num_images`` indices of one checkpoint."""
-    from training.sampling import generate, load_unet, make_scheduler
+    from cspine.generation.sampling import generate, load_unet, make_scheduler
 
     import torch
 

@@ -2,6 +2,9 @@
 
 - The core (``cspine``) imports no stage, except the composition root above the stages (the stage table
   and the ``cspine`` command), listed in :data:`COMPOSITION_ROOT`.
+- A stage imports the core and never another stage (what two stages share lives in the core). The one
+  exception is :data:`LIBRARIES`: ``dataset_card`` holds the card templates and their rendering, a library
+  that only ``release`` (the package stage) uses, not a stage of the table.
 - No import cycle between top-level packages. The composition root is its own node of the package graph
   (it sits above the stages), so a stage or a core module importing it is a cycle too.
 
@@ -28,7 +31,10 @@ PACKAGES = (CORE, *STAGES)
 COMPOSITION_ROOT = frozenset({"cspine.stages", "cspine.cli", "cspine.__main__"})
 ROOT_NODE = "cspine[composition root]"
 
-#: Modules left out of both checks. Empty: the CLI wiring and the composed config live in the composition root.
+#: Top-level packages that are libraries of one stage rather than stages: package -> the stages that may use it.
+LIBRARIES = {"dataset_card": frozenset({"release"})}
+
+#: Modules left out of every check. Empty: the CLI wiring and the composed config live in the composition root.
 LEGACY_CLI_MODULES: frozenset[str] = frozenset()
 
 
@@ -187,3 +193,14 @@ def test_no_import_cycle_between_packages():
     if cycle:
         detail = "\n".join(f"  {a} -> {b}: " + "; ".join(why[a, b][:3]) for a, b in zip(cycle, cycle[1:]))
         pytest.fail("import cycle between packages: " + " -> ".join(cycle) + "\n" + detail)
+
+
+def test_no_stage_imports_another_stage():
+    bad = [
+        f"{mods_path(mod)}:{line}: {mod} imports {target}"
+        for mod, target, line in project_imports()
+        if (a := node_of(mod)) in STAGES and (b := node_of(target)) in STAGES and a != b
+        and a not in LIBRARIES.get(b, ())
+    ]
+    assert not bad, ("a stage imports the core, never another stage's internals; move what they share into "
+                     "cspine:\n" + "\n".join(bad))

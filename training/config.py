@@ -41,7 +41,7 @@ class DataConfig(Strict):
 
 
 class ConditionConfig(Strict):
-    """What the U-Net is conditioned on (training/hub_pipeline.py says why this design)."""
+    """What the U-Net is conditioned on (cspine/generation/hub_pipeline.py says why this design)."""
 
     curvature: bool = Field(False, description="Class-conditional on the curvature class 1-5 (class embedding with a "
                             "null class 0; images without a class train as null).")

@@ -38,10 +38,10 @@ def grid_image(images: np.ndarray, min_tile: int = 128) -> np.ndarray:
 
 
 def grid_conditions(shape_model: dict, n: int, seed: int, resolution: int) -> dict:
-    """``classes`` and ``layouts`` (keyword arguments of training.sampling.generate) for a conditional grid of
+    """``classes`` and ``layouts`` (keyword arguments of cspine.generation.sampling.generate) for a conditional grid of
     ``n`` images: the shape model's classes in turn, each image's layout from ``sample_layout`` (stream
     ``(4, k, i)``, as `cspine sample` draws them), and the model's ``map_sigma``."""
-    from training.shape_model import sample_layout
+    from cspine.generation.shape_model import sample_layout
 
     ks = sorted(int(k) for k in shape_model.get("classes", {}))
     if not ks:
@@ -59,7 +59,7 @@ def write_grid(ema, unet_template, noise_scheduler, path: Path, n: int, steps: i
     Stochastic DDPM rather than DDIM: early in training the deterministic samplers keep the model's small
     denoising errors as grain, so the grid would look worse than the model is."""
     from training.checkpoints import ema_unet
-    from training.sampling import generate, make_scheduler
+    from cspine.generation.sampling import generate, make_scheduler
 
     model = ema_unet(ema, unet_template)
     model.eval().requires_grad_(False)

@@ -1,7 +1,7 @@
 """The DDPM training loss of `cspine train` (as EDM keeps its loss in loss.py): noise, timesteps, target, MSE.
 
 For micro-batch ``micro`` on process ``rank`` the Gaussian noise and the timesteps come from one CPU
-generator seeded by (seed, 2, micro, rank) (training.seeds) (noise first, then timesteps), so they are a pure function of
+generator seeded by (seed, 2, micro, rank) (cspine.generation.seeds) (noise first, then timesteps), so they are a pure function of
 those numbers and the same on any device: a resumed run draws what an uninterrupted one would.
 
 The target follows the model's ``prediction_type``: the noise (epsilon), the velocity v (diffusers'
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from training.seeds import stream_seed
+from cspine.generation.seeds import stream_seed
 
 
 @dataclass

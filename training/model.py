@@ -4,14 +4,14 @@ One place turns :class:`training.config.ModelConfig` into a 1-channel ``UNet2DMo
 ``data.resolution``) and the matching ``DDPMScheduler``, so training, the benchmarks and the tests build
 exactly the same objects. With ``model.condition`` the U-Net also gets a class embedding
 (``num_class_embeds`` = 6: the null class 0 and the curvature classes 1-5) and, for layouts,
-``in_channels`` = 1 + MAP_CHANNELS (training/hub_pipeline.py).
+``in_channels`` = 1 + MAP_CHANNELS (cspine/generation/hub_pipeline.py).
 """
 
 from __future__ import annotations
 
 from training.config import ModelConfig
-from training.hub_pipeline import CLASS_NAMES, MAP_CHANNELS
-from training.sampling import noise_scheduler_kwargs
+from cspine.generation.hub_pipeline import CLASS_NAMES, MAP_CHANNELS
+from cspine.generation.sampling import noise_scheduler_kwargs
 
 
 def build_unet(model_cfg: ModelConfig, resolution: int):
@@ -57,7 +57,7 @@ def conditioned_forward(unet, class_labels, maps):
     forward pass, layout channels and class embedding included."""
     import torch
 
-    from training.hub_pipeline import model_input
+    from cspine.generation.hub_pipeline import model_input
 
     class Conditioned(torch.nn.Module):
         def __init__(self):

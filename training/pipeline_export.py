@@ -2,7 +2,7 @@
 
 Where it sits: called by `cspine train` at the end of a conditional run (an unconditional run exports a stock
 ``DDPMPipeline``, training.checkpoints.export_pipeline). The folder is what diffusers documents for a pipeline
-class shipped in a repository: ``pipeline.py`` (a verbatim copy of training/hub_pipeline.py) next to
+class shipped in a repository: ``pipeline.py`` (a verbatim copy of cspine/generation/hub_pipeline.py) next to
 ``model_index.json`` whose ``_class_name`` is ``["pipeline", "CSpineConditionalPipeline"]``, plus the usual
 ``unet/`` (safetensors) and ``scheduler/`` folders. The shape model and the blob radius are plain config
 values of the pipeline (in model_index.json), so the released pipeline draws the layouts the run drew. Load:
@@ -27,7 +27,7 @@ PIPELINE_FILE = "pipeline.py"
 def export_conditional_pipeline(ema, unet_template, noise_scheduler, folder: Path, shape_model: dict | None,
                                 map_sigma: float) -> None:
     """Write the EMA weights as a ``CSpineConditionalPipeline`` folder at ``folder`` atomically."""
-    from training import hub_pipeline
+    from cspine.generation import hub_pipeline
     from training.checkpoints import ema_unet
 
     tmp = folder.parent / f".tmp-{folder.name}"

@@ -1,7 +1,7 @@
 """The sampling stage (`cspine sample`): trained EMA U-Net(s) in model/ -> samples/ (PNGs + samples.parquet).
 
 For every checkpoint in ``sample.checkpoints`` ("final" = model/pipeline, or "step-N") it draws
-``sample.num_images`` images with :func:`training.sampling.generate`, so image ``i`` depends only on
+``sample.num_images`` images with :func:`cspine.generation.sampling.generate`, so image ``i`` depends only on
 (seed, i). The indices are cut into shards of ``sample.shard_size``; a shard's PNGs are written first
 (each atomically) and then its record ``samples/shards/{checkpoint}-{k:05d}.json``, so a killed run
 resumes at the first shard without a record and produces byte-identical files to an uninterrupted run
@@ -13,7 +13,7 @@ Image ids are ``{checkpoint}-{i:06d}``; files are ``images/{image_id}.png``, 16-
 (``sample.bit_depth: 8`` for 8-bit).
 
 Conditional models (the U-Net has a class embedding; model/shape_model.json from `cspine train`): each
-checkpoint gets ``counts[k]`` images of curvature class ``k`` (:func:`training.shape_model.class_counts` of
+checkpoint gets ``counts[k]`` images of curvature class ``k`` (:func:`cspine.generation.shape_model.class_counts` of
 ``sample.per_class``: the training distribution by default, balanced, unconditional, or a table; the CLI's
 ``--per-class`` overrides it). Image ``i`` of class ``k`` has id ``{checkpoint}-c{k}-{i:06d}`` and depends only
 on (seed, k, i): its noise (stream (3, k, i)) and its landmark layout (stream (4, k, i)), so asking for more
@@ -78,7 +78,7 @@ def conditioning(run: RunDir, cfg: RunConfig, per_class=None) -> tuple[dict | No
 
     Reads the U-Net config of the first checkpoint to sample (every checkpoint of a run shares it) and
     model/shape_model.json. ``per_class`` overrides ``sample.per_class``."""
-    from training.shape_model import class_counts, read_shape_model
+    from cspine.generation.shape_model import class_counts, read_shape_model
 
     sc = cfg.sample
     unet_config = run.unet_folder(sc.checkpoints[0]) / "config.json"
@@ -131,8 +131,8 @@ def read_record(run: RunDir, shard: Shard, want: dict) -> list[dict] | None:
 
 def make_shard(run: RunDir, shard: Shard, unet, scheduler, want: dict, shape_model: dict | None = None) -> list[dict]:
     """Generate, write and record one shard; returns its rows."""
-    from training.sampling import generate
-    from training.shape_model import keypoints_json, sample_layout
+    from cspine.generation.sampling import generate
+    from cspine.generation.shape_model import keypoints_json, sample_layout
 
     size = unet.config.sample_size
     size = size if isinstance(size, int) else size[0]
@@ -179,7 +179,7 @@ def sample(cfg: RunConfig, run: RunDir, progress: bool = True, per_class=None) -
     import torch
     from tqdm.auto import tqdm
 
-    from training.sampling import load_unet, make_scheduler
+    from cspine.generation.sampling import load_unet, make_scheduler
 
     from training.train import process_state
 

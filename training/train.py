@@ -25,10 +25,10 @@ Writes, in ``model/``:
                         ``train.mixed_precision: auto``, every candidate's measured images/s.
 
 Conditional runs (``model.condition``): the curvature class goes in through the U-Net's class embedding and
-the landmark layout as extra input channels (training/hub_pipeline.py explains the design); each image's class
+the landmark layout as extra input channels (cspine/generation/hub_pipeline.py explains the design); each image's class
 and layout are dropped together with probability ``condition.drop_prob`` (stream (5, micro, rank)), and
 images without a class or keypoints train as null / zero map. ``model/shape_model.json`` (the statistical
-shape model of the training keypoints, training/shape_model.py) is written before the first step, and the
+shape model of the training keypoints, cspine/generation/shape_model.py) is written before the first step, and the
 exported pipeline is the custom ``CSpineConditionalPipeline`` (training/pipeline_export.py).
 
 Determinism and resume: the images, timesteps and noise of optimizer step s are a pure function of
@@ -56,7 +56,7 @@ from training.checkpoints import (
 from training.grids import grid_conditions, write_grid
 from training.loss import denoising_loss, min_snr_weights, noised_batch
 from training.loss_log import LossLog, truncate_loss_log
-from training.hub_pipeline import MAP_CHANNELS, render_layout
+from cspine.generation.hub_pipeline import MAP_CHANNELS, render_layout
 from training.model import build_noise_scheduler, build_unet, conditioned_forward, count_parameters
 from training.precision import Precision, choose, configured, describe
 from training.train_data import batch_indices, condition_drop, load_train_conditions, load_train_pixels
@@ -373,7 +373,7 @@ def after_step(tr: Trainer, run: RunDir, protected: set[int], precision_record: 
     if tr.main and (tr.step % tc.sample_every == 0 or last):
         conditions = None
         if tr.classes is not None:
-            from training.shape_model import read_shape_model
+            from cspine.generation.shape_model import read_shape_model
 
             conditions = grid_conditions(read_shape_model(shape_model_path(run)) or {}, tc.grid_images, tr.cfg.seed,
                                          tr.data.shape[-1])
@@ -386,7 +386,7 @@ def finish(tr: Trainer, run: RunDir, summary: dict) -> None:
     if tr.main:
         if tr.classes is not None:
             from training.pipeline_export import export_conditional_pipeline
-            from training.shape_model import read_shape_model
+            from cspine.generation.shape_model import read_shape_model
 
             export_conditional_pipeline(tr.ema, tr.raw_unet, tr.noise_scheduler, run.pipeline,
                                         read_shape_model(shape_model_path(run)), tr.cfg.model.condition.map_sigma)
@@ -409,7 +409,7 @@ def shape_model_path(run: RunDir):
 
 def write_shape_model(cfg: RunConfig, run: RunDir, classes, points, resolution: int) -> None:
     """Fit and write model/shape_model.json (a pure function of the train split's labels and the config)."""
-    from training import shape_model
+    from cspine.generation import shape_model
 
     cond = cfg.model.condition
     model = shape_model.fit_shape_model(classes.numpy(), points.numpy(), resolution, cond.shape_modes,

@@ -21,7 +21,7 @@ import torch
 
 from cspine import rundata
 from cspine.rundir import RunDir
-from training.seeds import stream_seed
+from cspine.generation.seeds import stream_seed
 
 
 def load_train_pixels(run: RunDir) -> torch.Tensor:
@@ -35,7 +35,7 @@ def load_train_pixels(run: RunDir) -> torch.Tensor:
 def load_train_conditions(run: RunDir) -> tuple[torch.Tensor, torch.Tensor]:
     """(classes int64 [N], keypoints float32 [N, 23, 2] with NaN rows for none) of the train split, in the
     row order of :func:`load_train_pixels`."""
-    from training.shape_model import train_conditions
+    from cspine.generation.shape_model import train_conditions
 
     index = rundata.real_index(run)
     rows = index[index["split"] == "train"].sort_values("cache_row", kind="stable")
@@ -52,7 +52,7 @@ def condition_drop(seed: int, micro: int, rank: int, n: int, drop_prob: float) -
 def batch_indices(n: int, seed: int, micro_step: int, batch_size: int, rank: int = 0, world: int = 1) -> np.ndarray:
     """Rows of micro-batch ``micro_step`` for process ``rank``: a pure function of its arguments.
 
-    The global stream is a concatenation of per-epoch permutations (stream (1, epoch), training.seeds); each
+    The global stream is a concatenation of per-epoch permutations (stream (1, epoch), cspine.generation.seeds); each
     micro-step takes ``batch_size * world`` consecutive positions and process ``rank`` its slice, so
     every image is seen once per epoch across all processes.
     """

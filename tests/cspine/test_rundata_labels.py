@@ -38,7 +38,7 @@ def _index(labels: list) -> pd.DataFrame:
 
 
 def test_training_conditions_read_through_the_shared_readers():
-    from training.shape_model import train_conditions
+    from cspine.generation.shape_model import train_conditions
 
     pts = {name: [float(k), float(2 * k)] for k, name in enumerate(KEYPOINT_LABELS)}
     partial = {name: xy for name, xy in list(pts.items())[:5]}
@@ -50,7 +50,7 @@ def test_training_conditions_read_through_the_shared_readers():
 
 
 def test_training_refuses_a_damaged_index_instead_of_training_it_unlabelled():
-    from training.shape_model import train_conditions
+    from cspine.generation.shape_model import train_conditions
 
     with pytest.raises(RunDataError, match=r"runs/x/data/index.parquet \(image i1\): curvature 7"):
         train_conditions(_index(["", json.dumps({"curvature": 7})]), ["i0", "i1"], "runs/x/data/index.parquet")

@@ -17,8 +17,8 @@ from evaluation.small_models import shift_batch, standardise
 
 
 def test_the_released_pipeline_carries_the_core_vocabulary():
-    """training/hub_pipeline.py ships to the Hub and cannot import the core: its copy must agree."""
-    from training import hub_pipeline
+    """cspine/generation/hub_pipeline.py ships to the Hub and cannot import the core: its copy must agree."""
+    from cspine.generation import hub_pipeline
 
     assert CURVATURE_CLASSES == hub_pipeline.CLASS_NAMES
 

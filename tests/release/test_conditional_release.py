@@ -28,7 +28,7 @@ def conditional_pipeline(run) -> dict:
     from diffusers.training_utils import EMAModel
 
     from training.pipeline_export import export_conditional_pipeline
-    from training.shape_model import fit_shape_model
+    from cspine.generation.shape_model import fit_shape_model
 
     torch.manual_seed(0)
     unet = UNet2DModel(sample_size=64, in_channels=3, out_channels=1, layers_per_block=1, block_out_channels=(16, 32),
@@ -44,7 +44,7 @@ def conditional_pipeline(run) -> dict:
 
 @pytest.fixture()
 def conditional_run(fake_run):
-    from training.shape_model import keypoints_json, sample_layout
+    from cspine.generation.shape_model import keypoints_json, sample_layout
 
     run = fake_run
     shape = conditional_pipeline(run)
@@ -54,7 +54,7 @@ def conditional_run(fake_run):
     s["keypoints"] = [None if k is None else keypoints_json(sample_layout(shape, 0, k, j, 64)) for j, k in enumerate(curv)]
     s.to_parquet(run.samples_table, index=False)
     # what `cspine sample` keeps of its sampler (here the stochastic DPM-Solver++ with Karras steps)
-    from training.sampling import make_scheduler
+    from cspine.generation.sampling import make_scheduler
 
     run.sampler_config.parent.mkdir(parents=True, exist_ok=True)
     run.sampler_config.write_text(make_scheduler("dpmsolver++-sde-karras", run).to_json_string())

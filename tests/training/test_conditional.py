@@ -1,4 +1,4 @@
-"""Curvature- and layout-conditional generation (training/hub_pipeline.py, shape_model.py, sampling.py, sample.py).
+"""Curvature- and layout-conditional generation (cspine/generation/: hub_pipeline.py, shape_model.py, sampling.py; training/sample.py).
 
 A tiny conditional U-Net (32 px) trains a few steps on tests/fakerun.py's blob data, to which hand-written
 keypoints are added (a column of six vertebral bodies per image, jittered, in the 32 px cache frame). What is
@@ -75,8 +75,8 @@ def trained(tmp_path_factory):
 
 
 def load(run: RunDir):
-    from training.sampling import load_unet, make_scheduler
-    from training.shape_model import read_shape_model
+    from cspine.generation.sampling import load_unet, make_scheduler
+    from cspine.generation.shape_model import read_shape_model
 
     return load_unet(run), make_scheduler("ddpm", run), read_shape_model(run.model / "shape_model.json")
 
@@ -84,7 +84,7 @@ def load(run: RunDir):
 # -- pure parts --------------------------------------------------------------------------------------------
 
 def test_class_counts():
-    from training.shape_model import class_counts
+    from cspine.generation.shape_model import class_counts
 
     train = {"1": 30, "2": 10, "3": 0, "4": 0, "5": 0}
     assert class_counts("train", 8, train) == {1: 6, 2: 2}
@@ -95,7 +95,7 @@ def test_class_counts():
 
 
 def test_render_layout_marks_points_and_bodies():
-    from training.hub_pipeline import render_layout
+    from cspine.generation.hub_pipeline import render_layout
 
     pts = torch.tensor([[[10.0, 10.0], [8.0, 14.0], [12.0, 14.0]] + [[20.0, 20.0]] * 20,
                         [[float("nan"), 1.0]] * 23])
@@ -107,7 +107,7 @@ def test_render_layout_marks_points_and_bodies():
 
 
 def test_shape_model_fits_and_pools_small_classes():
-    from training.shape_model import fit_shape_model, sample_layout
+    from cspine.generation.shape_model import fit_shape_model, sample_layout
 
     rng = np.random.default_rng(0)
     base = np.array(list(spine_keypoints(rng, 64).values()))
@@ -126,7 +126,7 @@ def test_shape_model_fits_and_pools_small_classes():
 
 
 def test_guided_noise_combines_branches():
-    from training.hub_pipeline import guided_noise
+    from cspine.generation.hub_pipeline import guided_noise
 
     class Fake:  # eps = class label + mean of the maps, so each branch is recognisable
         def __call__(self, x, t, class_labels=None):
@@ -144,7 +144,7 @@ def test_guided_noise_combines_branches():
 # -- a trained tiny model ---------------------------------------------------------------------------------------
 
 def test_training_writes_conditional_model(trained):
-    from training.hub_pipeline import MAP_CHANNELS
+    from cspine.generation.hub_pipeline import MAP_CHANNELS
     from training.pipeline_export import is_conditional_pipeline
 
     unet, _, shape = load(trained)
@@ -163,8 +163,8 @@ def test_training_grid_is_drawn_conditionally(trained):
     from PIL import Image
 
     from training.grids import grid_conditions, grid_image
-    from training.sampling import generate
-    from training.shape_model import sample_layout
+    from cspine.generation.sampling import generate
+    from cspine.generation.shape_model import sample_layout
 
     unet, sched, shape = load(trained)
     n, steps = CONDITIONAL["train.grid_images"], CONDITIONAL["train.grid_steps"]
@@ -181,7 +181,7 @@ def test_training_grid_is_drawn_conditionally(trained):
 
 
 def test_batch_conditions_drop_class_and_layout_together(trained):
-    from training.hub_pipeline import render_layout
+    from cspine.generation.hub_pipeline import render_layout
     from training.train import Trainer, batch_conditions
     from training.train_data import condition_drop, load_train_conditions
 
@@ -209,8 +209,8 @@ def test_batch_conditions_drop_class_and_layout_together(trained):
 
 
 def test_image_depends_on_seed_class_index_only(trained):
-    from training.sampling import generate
-    from training.shape_model import sample_layout
+    from cspine.generation.sampling import generate
+    from cspine.generation.shape_model import sample_layout
 
     unet, sched, shape = load(trained)
     items = [(1, 0), (3, 0), (3, 1), (5, 4), (None, 2)]
@@ -228,9 +228,9 @@ def test_image_depends_on_seed_class_index_only(trained):
 def test_guidance_one_is_the_plain_conditional_model(trained):
     from diffusers.utils.torch_utils import randn_tensor
 
-    from training.hub_pipeline import render_layout
-    from training.sampling import generate, index_generators
-    from training.shape_model import sample_layout
+    from cspine.generation.hub_pipeline import render_layout
+    from cspine.generation.sampling import generate, index_generators
+    from cspine.generation.shape_model import sample_layout
 
     unet, sched, shape = load(trained)
     lay = sample_layout(shape, 0, 2, 1, 32)
@@ -325,7 +325,7 @@ def test_sampler_curve_draws_the_released_conditions(trained, tmp_path):
     from evaluation.curves import release_conditions
     from tests.fakerun import write_records
     from training.sample import sample
-    from training.sampling import generate, load_unet, make_scheduler
+    from cspine.generation.sampling import generate, load_unet, make_scheduler
 
     run = RunDir(tmp_path / "run")
     shutil.copytree(trained.root, run.root)

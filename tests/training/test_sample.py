@@ -1,4 +1,4 @@
-"""Sampling (training/sampling.py, training/sample.py): determinism, resume, process split, ranges.
+"""Sampling (cspine/generation/sampling.py, training/sample.py): determinism, resume, process split, ranges.
 
 Uses the fake run's randomly initialised tiny 64 px DDPMPipeline (tests/fakerun.py): its images are
 noise-like, but every property tested here (which noise an index gets, which bytes a shard writes,
@@ -15,7 +15,7 @@ import torch
 from cspine.stages import load_config
 from cspine.images import read_gray
 from cspine.rundir import SAMPLES_COLUMNS, RunDir
-from training.sampling import SCHEDULERS
+from cspine.generation.sampling import SCHEDULERS
 
 #: Largest difference allowed for the same image generated in different batch sizes (float32 in [0, 1]).
 #: Batched convolutions round differently; measured differences are ~1e-5 or less.
@@ -147,7 +147,7 @@ def test_eight_bit_and_several_checkpoints(fake_run):
 
 @pytest.mark.parametrize("name", SCHEDULERS)
 def test_image_depends_only_on_seed_and_index(fake_run, name):
-    from training.sampling import generate, load_unet, make_scheduler
+    from cspine.generation.sampling import generate, load_unet, make_scheduler
 
     unet = load_unet(fake_run)
     sched = make_scheduler(name, fake_run)
@@ -165,7 +165,7 @@ def test_image_depends_only_on_seed_and_index(fake_run, name):
 @pytest.mark.parametrize("name", SCHEDULERS)
 def test_scheduler_output_range(fake_run, name):
     """Before the final clamp, every scheduler's result lies in [0, 1] (x in [-1, 1]) and is not constant."""
-    from training.sampling import generate_batch, load_unet, make_scheduler
+    from cspine.generation.sampling import generate_batch, load_unet, make_scheduler
 
     unet = load_unet(fake_run)
     x = generate_batch(unet, make_scheduler(name, fake_run), range(3), seed=0, steps=10, clamp=False)
@@ -175,7 +175,7 @@ def test_scheduler_output_range(fake_run, name):
 
 def test_dpmsolver_without_thresholding_diverges(fake_run):
     """The negative control of the test above: the pitfall make_scheduler guards against is real."""
-    from training.sampling import generate_batch, load_unet, make_scheduler
+    from cspine.generation.sampling import generate_batch, load_unet, make_scheduler
 
     unet = load_unet(fake_run)
     x = generate_batch(unet, make_scheduler("dpmsolver++", fake_run, thresholding=False), range(2), seed=0,
@@ -186,7 +186,7 @@ def test_dpmsolver_without_thresholding_diverges(fake_run):
 def test_make_scheduler_flags_and_sources(fake_run):
     from diffusers import DDPMPipeline
 
-    from training.sampling import make_scheduler
+    from cspine.generation.sampling import make_scheduler
 
     s = make_scheduler("dpmsolver++", fake_run)
     assert s.config.thresholding and s.config.sample_max_value == 1.0 and s.config.algorithm_type == "dpmsolver++"
@@ -202,7 +202,7 @@ def test_make_scheduler_flags_and_sources(fake_run):
 
 
 def test_load_unet_errors_name_the_checkpoint(fake_run):
-    from training.sampling import load_unet
+    from cspine.generation.sampling import load_unet
 
     with pytest.raises(FileNotFoundError, match="step-7"):
         load_unet(fake_run, "step-7")
@@ -219,7 +219,7 @@ def test_karras_spacing_starts_at_edm_sigma_max_and_runs_to_the_end(name, beta_s
     import torch
     from diffusers import DDPMScheduler
 
-    from training.sampling import make_scheduler
+    from cspine.generation.sampling import make_scheduler
 
     cfg = {"num_train_timesteps": 1000, "beta_schedule": beta_schedule, "prediction_type": "v_prediction"}
     sched = make_scheduler(name, cfg)

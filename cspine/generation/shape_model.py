@@ -5,7 +5,7 @@ cache's frame) with :func:`train_conditions`, fits :func:`fit_shape_model` on th
 ``model/shape_model.json`` (and into the exported pipeline's model_index.json, so the released pipeline draws
 layouts from it). `cspine sample` reads it back to plan how many images of each class to draw
 (:func:`class_counts`) and the layout of image ``i`` of class ``k`` (:func:`sample_layout`, seeded by stream
-``(4, k, i)`` of training.seeds only).
+``(4, k, i)`` of cspine.generation.seeds only).
 
 The shape model: per curvature class the mean of the 46 coordinates and the leading PCA modes (``stddev``,
 unit ``components``), keeping the fewest modes that explain 95% of the variance, at most ``shape_modes``.
@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.hub_pipeline import CLASS_NAMES, layout_from_z
+from cspine.generation.hub_pipeline import CLASS_NAMES, layout_from_z
 from cspine.labels import KEYPOINT_LABELS
 from cspine.rundata import curvature_value, keypoint_array, labels_cell
-from training.seeds import stream_seed
+from cspine.generation.seeds import stream_seed
 
 FORMAT = 1
 #: Share of the shape variance the kept modes explain (at most ``shape_modes`` of them).

@@ -4,7 +4,7 @@ Where it sits: `cspine train` copies this file, unchanged, into model/pipeline/p
 into release/model), and model_index.json names it (``"_class_name": ["pipeline", "CSpineConditionalPipeline"]``),
 so ``DiffusionPipeline.from_pretrained(repo, trust_remote_code=True)`` loads it with stock diffusers (diffusers'
 documented mechanism for a pipeline class shipped in the repo). The project's own sampler
-(training.sampling) and the training loop (training.train) import the same functions, so training, `cspine
+(cspine.generation.sampling) and the training loop (training.train) import the same functions, so training, `cspine
 sample` and the released pipeline render the same layout maps and combine guidance the same way. It may
 import only torch, numpy and diffusers.
 
@@ -21,7 +21,7 @@ A spatial map, rather than a vector of 46 coordinates through an embedding, puts
 convolutions already look: the model learns "draw an endplate here", which a 64 px U-Net learns in a few
 hundred steps, and the image's landmarks are then known by construction (they are the layout it was drawn
 from). At sampling time the layout comes from a statistical shape model (mean + PCA modes per class, fitted to
-the training keypoints: training.shape_model), so every synthetic image ships with its 23 named points. With
+the training keypoints: cspine.generation.shape_model), so every synthetic image ships with its 23 named points. With
 probability ``drop_prob`` training replaces class *and* layout together by null/zeros (classifier-free
 guidance training), so one model samples unconditionally, class-only, or class + layout. Guidance
 (:func:`guided_noise`) is ``eps_u + w (eps_c - eps_u)``, the unconditional branch being null class and zero

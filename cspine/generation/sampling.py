@@ -2,20 +2,21 @@
 
 Sits between ``cspine train`` (which writes ``model/pipeline`` and ``model/checkpoints/step-N/unet_ema``)
 and everything that needs synthetic images: ``cspine sample`` (training.sample), the periodic training
-grids, evaluation's sampler speed/quality sweep and the benchmarks.
+grids, evaluation's checkpoint and sampler curves and the benchmarks. It lives in the core (cspine.generation)
+because three stages call it and none may import another's internals.
 
 The guarantee: synthetic image ``i`` depends only on ``(seed, i)``. Each index gets its own
-``torch.Generator`` (seeded from ``SeedSequence([seed, i])``, training.seeds; on the CPU so a GPU gives the
+``torch.Generator`` (seeded from ``SeedSequence([seed, i])``, cspine.generation.seeds; on the CPU so a GPU gives the
 same draws), which draws the initial noise *and* every stochastic step's noise for that image alone. So the
 batch size, the shard and the process an index lands on change nothing but floating-point rounding in the
 U-Net's batched convolutions (see tests/training/test_sample.py, BATCH_TOLERANCE, for the tolerance).
 
-Conditional models (a U-Net with a class embedding and/or layout channels, training/hub_pipeline.py): each
+Conditional models (a U-Net with a class embedding and/or layout channels, cspine/generation/hub_pipeline.py): each
 index may carry a curvature class ``k`` and a keypoint layout [23, 2]. Image ``i`` of class ``k`` then depends
 only on ``(seed, k, i)``: its generator is seeded by stream ``(3, k, i)`` (the layout itself is drawn by the
-caller from stream ``(4, k, i)``, training.shape_model). An index without a class samples the null class and an
+caller from stream ``(4, k, i)``, cspine.generation.shape_model). An index without a class samples the null class and an
 empty layout with stream ``(i,)``, exactly as an unconditional model. ``guidance_scale`` is classifier-free
-guidance (:func:`training.hub_pipeline.guided_noise`; 1 = plain conditional, one U-Net pass).
+guidance (:func:`cspine.generation.hub_pipeline.guided_noise`; 1 = plain conditional, one U-Net pass).
 
 Schedulers (:func:`make_scheduler`): DDPM (ancestral, clips x0 to [-1, 1]), DDIM (eta 0, clips x0) and
 DPM-Solver++ (2nd order multistep). DPM-Solver++ built from a DDPM config does not clip and diverges in
@@ -36,14 +37,14 @@ import torch
 
 from cspine.config import SAMPLER_NAMES
 from cspine.rundir import RunDir
-from training.hub_pipeline import NULL_CLASS, guided_noise, render_layout, unet_conditions
-from training.seeds import stream_seed
+from cspine.generation.hub_pipeline import NULL_CLASS, guided_noise, render_layout, unet_conditions
+from cspine.generation.seeds import stream_seed
 
 SCHEDULERS = SAMPLER_NAMES
 
 
 def index_generators(seed: int, indices: Sequence[int], classes: Sequence[int | None] | None = None) -> list[torch.Generator]:
-    """One CPU generator per index ``i``: stream ``(i,)`` of training.seeds, or ``(3, k, i)`` for class ``k``."""
+    """One CPU generator per index ``i``: stream ``(i,)`` of cspine.generation.seeds, or ``(3, k, i)`` for class ``k``."""
     classes = classes if classes is not None else [None] * len(indices)
     return [torch.Generator("cpu").manual_seed(stream_seed(seed, i) if k is None else stream_seed(seed, 3, k, i))
             for i, k in zip(indices, classes)]
@@ -106,21 +107,16 @@ def _scheduler_config(source: Any) -> dict[str, Any]:
         for path in candidates:
             if path.is_file():
                 return json.loads(path.read_text(encoding="utf-8"))
-        if source.config.is_file():
-            import yaml
-
-            from training.config import ModelConfig
-
-            model = ModelConfig.model_validate(yaml.safe_load(source.config.read_text(encoding="utf-8"))["model"])
-            return dict(DDPMScheduler(**noise_scheduler_kwargs(model)).config)
-        raise FileNotFoundError(f"no scheduler config in {source.root}: run `cspine train` first")
+        raise FileNotFoundError(f"no scheduler config in {source.root} (model/pipeline or a checkpoint): "
+                                "run `cspine train` first")
     if hasattr(source, "num_train_timesteps") and hasattr(source, "beta_schedule"):  # ModelConfig
         return dict(DDPMScheduler(**noise_scheduler_kwargs(source)).config)
     raise TypeError(f"cannot get a scheduler config from {type(source).__name__}")
 
 
 def noise_scheduler_kwargs(model_cfg) -> dict[str, Any]:
-    """DDPMScheduler keyword arguments of a :class:`training.config.ModelConfig`."""
+    """DDPMScheduler keyword arguments of a model config section (training.config.ModelConfig, read by
+    attribute: the core does not import the stage that defines it)."""
     return dict(
         num_train_timesteps=model_cfg.num_train_timesteps,
         beta_schedule=model_cfg.beta_schedule,

@@ -4,11 +4,11 @@ Every random stream of the model stage is named by integers after the run seed a
 seed from :func:`stream_seed`, so what it draws depends only on those numbers (not on batch size, shard,
 process or device). The streams in use, and their names:
 
-- ``(i,)``                  synthetic image ``i``: its initial and every step's noise (training.sampling)
+- ``(i,)``                  synthetic image ``i``: its initial and every step's noise (cspine.generation.sampling)
 - ``(1, epoch)``            the permutation of the training images in ``epoch`` (training.train_data)
 - ``(2, micro, rank)``      the noise and timesteps of micro-batch ``micro`` on process ``rank`` (training.loss)
-- ``(3, k, i)``             conditional synthetic image ``i`` of curvature class ``k``: its noise (training.sampling)
-- ``(4, k, i)``             the landmark layout of that image (training.shape_model)
+- ``(3, k, i)``             conditional synthetic image ``i`` of curvature class ``k``: its noise (cspine.generation.sampling)
+- ``(4, k, i)``             the landmark layout of that image (cspine.generation.shape_model)
 - ``(5, micro, rank)``      which images of a micro-batch train with class and layout dropped (training.train_data)
 
 The names differ in length or first number, so no two streams share a seed sequence. Changing the formula would change

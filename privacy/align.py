@@ -23,7 +23,10 @@ Decisions (measured on 64 px phantoms under privacy/power.py's families):
   onto a training image made distinct pairs correlate like copies.
 - Similarity: pixels inside the warped query's frame (eroded) and not clipped black/white in it (black fill of
   a shift or zoom-out, a clipped window) are rank-normalised in both images (blind to gamma, window/level, any
-  monotone curve), band-passed with a difference of Gaussians, and correlated after trimming the 20% of pixels
+  monotone curve; equal values share their mean rank: ranks broken by pixel order turned an exactly flat
+  display shutter into a ramp, structure neither image has, and averaging them lifted copydetect's recall of
+  the zoom + shear + denoise + gamma + JPEG copies from 0.88 to 0.90 and of the everyday combination from 0.95
+  to 0.97 on test_copy_recall, nothing lower, no distinct image flagged), band-passed with a difference of Gaussians, and correlated after trimming the 20% of pixels
   with the largest standardised residual (burned-in text and markers, fill the mask missed). Small clipped
   components (under 3% of the image: text, markers) are masked with a one-pixel ring, their anti-aliased edge
   (measured: "everything" 0.14 -> 0.28, the single families unchanged or better; dilating every clipped area
@@ -177,8 +180,17 @@ def alignments(ref: np.ndarray, query: np.ndarray) -> list[np.ndarray]:
 
 
 def _ranks(v: np.ndarray) -> np.ndarray:
+    """0-based ranks of ``v``; equal values share their mean rank (``scipy.stats.rankdata(v, "average") - 1``,
+    in half its time): an exactly flat area stays flat instead of becoming a ramp in pixel order."""
+    order = np.argsort(v, kind="stable")
+    s = v[order]
+    first = np.empty(len(v), bool)
+    first[:1] = True
+    np.not_equal(s[1:], s[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    ends = np.append(starts[1:], len(v))
     r = np.empty(len(v), np.float32)
-    r[np.argsort(v, kind="stable")] = np.arange(len(v), dtype=np.float32)
+    r[order] = ((starts + ends - 1) / 2.0).astype(np.float32)[np.cumsum(first) - 1]
     return r
 
 

@@ -180,18 +180,11 @@ def alignments(ref: np.ndarray, query: np.ndarray) -> list[np.ndarray]:
 
 
 def _ranks(v: np.ndarray) -> np.ndarray:
-    """0-based ranks of ``v``; equal values share their mean rank (``scipy.stats.rankdata(v, "average") - 1``,
-    in half its time): an exactly flat area stays flat instead of becoming a ramp in pixel order."""
-    order = np.argsort(v, kind="stable")
-    s = v[order]
-    first = np.empty(len(v), bool)
-    first[:1] = True
-    np.not_equal(s[1:], s[:-1], out=first[1:])
-    starts = np.flatnonzero(first)
-    ends = np.append(starts[1:], len(v))
-    r = np.empty(len(v), np.float32)
-    r[order] = ((starts + ends - 1) / 2.0).astype(np.float32)[np.cumsum(first) - 1]
-    return r
+    """0-based ranks of ``v``; equal values share their mean rank, so an exactly flat area stays flat instead
+    of becoming a ramp in pixel order."""
+    from scipy.stats import rankdata
+
+    return (rankdata(v, method="average") - 1).astype(np.float32)
 
 
 def _zscore(v: np.ndarray) -> np.ndarray:

@@ -103,13 +103,8 @@ def test_an_implausible_fine_warp_falls_back_to_the_plausible_coarse_one():
 
 
 def test_ranks_give_ties_their_mean_rank_so_flat_areas_stay_flat():
-    from scipy.stats import rankdata
-
-    rng = np.random.default_rng(0)
-    v = rng.random(500).astype(np.float32)
-    v[rng.choice(500, 120, replace=False)] = 0.02  # an exactly flat display shutter
-    v[:7] = 0.5
-    np.testing.assert_allclose(align._ranks(v), rankdata(v, method="average") - 1)
+    v = np.array([0.3, 0.02, 0.02, 0.5, 0.02], np.float32)  # three pixels of a flat shutter share ranks 0-2
+    np.testing.assert_array_equal(align._ranks(v), [3.0, 1.0, 1.0, 4.0, 1.0])
     # a consequence: the similarity no longer depends on the pixel order of ties. Transposing both images
     # changes that order and nothing else (every other step is symmetric in x and y).
     a, b = (to_unit(x).astype(np.float32) for x in realistic(2, 5))

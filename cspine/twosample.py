@@ -70,24 +70,34 @@ def _one(img: np.ndarray) -> dict[str, float]:
     border = np.concatenate([u[:b].ravel(), u[-b:].ravel(), u[b:-b, :b].ravel(), u[b:-b, -b:].ravel()])
     corners = np.concatenate([u[:c, :c].ravel(), u[:c, -c:].ravel(), u[-c:, :c].ravel(), u[-c:, -c:].ravel()])
     if top is not None:
-        black, sat = float((img == 0).mean()), float((img == top).mean())
+        # integer pixels: the histogram statistics come from the value counts, so that two images with the
+        # same histogram get exactly the same values (a sum over pixels in another order need not)
+        counts = np.bincount(img.ravel(), minlength=top + 1)
+        levels = np.arange(top + 1, dtype=np.float64) / top
+        p = counts / img.size
+        mean = float(p @ levels)
+        std = float(np.sqrt(p @ (levels - mean) ** 2))
+        skew = float(p @ (levels - mean) ** 3) / std ** 3 if std > 0 else 0.0
+        black, sat = float(p[0]), float(p[-1])
+        hist = np.bincount(np.minimum((levels * 256).astype(int), 255), weights=counts, minlength=256) / img.size
     else:
+        mean, std = float(u.mean()), float(u.std())
+        skew = float(sps.skew(u.ravel())) if std > 0 else 0.0
         black, sat = float((u <= 0).mean()), float((u >= 1).mean())
-    hist = np.histogram(u, bins=256, range=(0.0, 1.0))[0] / u.size
+        hist = np.histogram(u, bins=256, range=(0.0, 1.0))[0] / u.size
     nz = hist[hist > 0]
     power = np.abs(np.fft.fft2(u - u.mean())) ** 2
     fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij")
     radius = np.hypot(fx, fy)
     total = power.sum()
-    std = float(u.std())
     return {
         "border_mean": float(border.mean()),
         "corner_mean": float(corners.mean()),
         "black_share": black,
         "saturated_share": sat,
-        "mean": float(u.mean()),
+        "mean": mean,
         "std": std,
-        "skewness": float(sps.skew(u.ravel())) if std > 0 else 0.0,
+        "skewness": skew,
         "entropy": float(-(nz * np.log2(nz)).sum()),
         "hf_energy": float(power[radius > 0.25].sum() / total) if total > 0 else 0.0,
     }

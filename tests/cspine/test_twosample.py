@@ -52,6 +52,22 @@ def test_statistics_see_planted_borders():
     assert s["mean"][1] == pytest.approx(30000 / 65535) and s["std"][1] == 0
 
 
+@pytest.mark.parametrize("dtype,top", [(np.uint8, 255), (np.uint16, 65535)])
+def test_histogram_statistics_match_references_and_depend_on_the_histogram_only(dtype, top):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, top + 1, (37, 41)).astype(dtype)
+    img[:5], img[-3:] = 0, top
+    u = img.astype(np.float64) / top
+    h = np.histogram(u, bins=256, range=(0, 1))[0] / u.size
+    ref = {"mean": u.mean(), "std": u.std(), "skewness": sps.skew(u.ravel()), "entropy": -(h[h > 0] * np.log2(h[h > 0])).sum(),
+           "black_share": (img == 0).mean(), "saturated_share": (img == top).mean()}
+    shuffled = rng.permutation(img.ravel()).reshape(img.shape)  # the same histogram, pixels elsewhere
+    s = image_statistics([img, shuffled])
+    for k, v in ref.items():
+        assert s[k][0] == pytest.approx(v, rel=1e-9, abs=1e-12), k
+        assert s[k][0] == s[k][1], k  # exactly: a rule on them can only tie between equal histograms
+
+
 def test_extreme_rules_count_hits_split_ties_and_adjust():
     # 12 trials of 4 images; the real image (position 0) always has the highest "a"; "b" ties everywhere
     trials = [list(range(4 * t, 4 * t + 4)) for t in range(12)]

@@ -2,8 +2,9 @@
 
 Real images come from the pixel cache (data/pixels.npy, 16-bit) and synthetic ones from samples/ PNGs
 (16-bit by default): both are scaled to [0, 1], resized to ``study.image_size`` with the same Lanczos
-filter in float, quantised to 8 bits the same way, and written as a grayscale PNG with *no* ancillary
-chunks and *no* compression (zlib level 0). Uncompressed, every served file of a study has the same byte
+filter in float, given the study's common tone (reader_study.tone, ``study.tone: match``) or quantised
+to 8 bits as they are (``as_is``), and written as a grayscale PNG with *no* ancillary chunks and *no*
+compression (zlib level 0). Uncompressed, every served file of a study has the same byte
 size, the same IHDR and the same chunk layout, so file size, dimensions, mode and metadata carry no
 information about the source (a compressed PNG's size would follow the image's noise level, which
 differs between the 16-bit cache and the model's output).
@@ -33,9 +34,14 @@ def resize_unit(arr: np.ndarray, size: int) -> np.ndarray:
     return np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
 
 
+def encode_served(u8: np.ndarray) -> bytes:
+    """The served file of 8-bit pixels: grayscale PNG, uncompressed, no metadata chunks."""
+    return png_bytes(u8, compress_level=0)
+
+
 def encode_png(arr: np.ndarray, size: int) -> bytes:
-    """The served file of one image: resized, 8-bit, grayscale PNG, uncompressed, no metadata chunks."""
-    return png_bytes(np.rint(resize_unit(arr, size) * 255.0).astype(np.uint8), compress_level=0)
+    """The served file of one image with its tone as it is (``study.tone: as_is``): resized, 8-bit."""
+    return encode_served(np.rint(resize_unit(arr, size) * 255.0).astype(np.uint8))
 
 
 def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:

@@ -42,6 +42,15 @@ BLINDING_JSON = "blinding.json"
 REFUSED_JSON = "blinding-refused.json"
 
 
+#: What each ``study.tone`` policy means for the table (recorded in blinding.json and the summary).
+TONE_POLICIES = {
+    "match": "every served image has exactly the same 8-bit histogram (reader_study.tone): the intensity statistics "
+             "(mean, contrast, skewness, entropy, black and saturated share) are equal by construction and their "
+             "rules score chance; tone is measured by `cspine evaluate` (FID, KID, classifier two-sample test)",
+    "as_is": "each image is served with its own tone",
+}
+
+
 class BlindingTells(GateClosed):
     """A simple statistic of the served files picks the real image better than chance (exit code 1)."""
 
@@ -99,6 +108,7 @@ def check_served(cfg, study_dir: Path, asset_dir: Path, trials, names: dict) -> 
     trial_idx = [[index[names[(t.index, p)]] for p in range(len(t.alternatives))] for t in trials]
     report = measure(images, sizes, is_real, trial_idx, [t.real_position for t in trials], bc)
     report["allow_tells"] = bc.allow_tells
+    report["tone"] = {"policy": cfg.study.tone, "what": TONE_POLICIES[cfg.study.tone]}
     refused = bool(report["tells"]) and not bc.allow_tells
     report["verdict"] = ("refused: " if refused else "built despite tells (allow_tells): " if report["tells"] else "no tell found") + \
         ("; ".join(report["tells"]) if report["tells"] else "")
@@ -124,7 +134,7 @@ def summary_md(report: dict) -> str:
     if not report or not report.get("rules"):
         return ""
     lines = ["**Blinding check** (`cspine study build`, on the served files before any rater saw them): "
-             f"{report['verdict']}.", "",
+             f"{report['verdict']}.", *([f"Tone: {report['tone']['what']}."] if report.get("tone") else []), "",
              "| statistic | best rule | hits / trials | p (Holm) | AUC real vs synthetic |", "| --- | --- | --- | --- | --- |"]
     best: dict[str, dict] = {}
     for r in report["rules"]:

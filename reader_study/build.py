@@ -5,6 +5,7 @@ and, when present, the audit's gate (cspine.gate: the images the privacy audit e
 Writes, in study/:
 
 - ``assets/``          the served images only: ``<random hex>.png``, one encoding for all (reader_study.assets)
+                       and by default one common histogram (reader_study.tone)
 - ``study.json``       what the web app needs: per trial the asset names in display order, k, scale, study id
 - ``blinding.json``    how well simple statistics and a small classifier tell real from synthetic on the served
                        files; a tell stops the build (reader_study.blinding) unless allowed
@@ -36,8 +37,8 @@ from cspine import atomic, rundata
 from cspine.config import RunConfig
 from cspine.gate import read_gate
 from cspine.rundir import RunDir, checkpoint_step
-from reader_study import blinding, store
-from reader_study.assets import encode_png
+from reader_study import blinding, store, tone
+from reader_study.assets import encode_png, encode_served, resize_unit
 from reader_study.design import REAL, DesignError, Trial, make_stratified_trials, make_trials, rater_order
 
 log = logging.getLogger("cspine.study")
@@ -118,7 +119,7 @@ def class_strata(run: RunDir, index: pd.DataFrame, samples: pd.DataFrame) -> dic
 def fingerprint(cfg: RunConfig, real_ids: list[str], synthetic: dict[str, list[str]]) -> str:
     s = cfg.study
     design = dict(
-        seed=cfg.seed, trials=s.trials, k=s.alternatives, likert=s.likert_points, size=s.image_size,
+        seed=cfg.seed, trials=s.trials, k=s.alternatives, likert=s.likert_points, size=s.image_size, tone=s.tone,
         allow_fewer=s.allow_fewer_trials, real=sorted(real_ids), synthetic={g: sorted(v) for g, v in synthetic.items()},
         **({"stratify_by_class": True} if s.stratify_by_class else {}),
     )
@@ -270,10 +271,15 @@ def _write_assets(cfg: RunConfig, run: RunDir, paths: StudyPaths, index: pd.Data
     tmp_assets.mkdir()
     try:
         jobs = sorted(((names[(t.index, p)], a) for t in trials for p, a in enumerate(t.alternatives)), key=lambda j: j[0])
-        for name, alt in tqdm(jobs, desc="study images", unit="img"):
+        match = cfg.study.tone == "match"
+        if match:  # two passes, one image in memory at a time: the common histogram, then each image given it
+            target = tone.target_values(resize_unit(load(a.kind, a.image_id), size)
+                                        for _, a in tqdm(jobs, desc="study tone", unit="img"))
+        for i, (name, alt) in enumerate(tqdm(jobs, desc="study images", unit="img")):
             arr = load(alt.kind, alt.image_id)
             shapes.setdefault(alt.kind, set()).add(arr.shape)
-            (tmp_assets / f"{name}.png").write_bytes(encode_png(arr, size))
+            data = encode_served(tone.specify(resize_unit(arr, size), target, seed=[cfg.seed, i])) if match else encode_png(arr, size)
+            (tmp_assets / f"{name}.png").write_bytes(data)
         blinding.check_served(cfg, paths.root, tmp_assets, trials, names)  # refuses (exit 1) on a tell
         if paths.assets.exists():
             shutil.rmtree(paths.assets)

@@ -28,6 +28,7 @@ HELP = """\
 A blinded visual Turing test of the synthetic radiographs (../shared/DESIGN.md, study/).
 Typical use:
   cspine study build                      # trials, served images, access codes (study/access_codes.csv);
+                                          # every image with one common histogram (--tone, reader_study/tone.py);
                                           # refuses (exit 1) when a simple statistic tells real from synthetic
   cspine study serve                      # on 127.0.0.1; put an HTTPS reverse proxy in front (serve --help)
   cspine study analyze                    # results.json, summary.md, figures/ (re-run any time)
@@ -73,6 +74,8 @@ def _build(args: argparse.Namespace) -> int:
     cfg, run = open_run(args)
     if args.allow_tells:
         cfg.study.blinding.allow_tells = True
+    if args.tone:
+        cfg.study.tone = args.tone
     study = build_study(cfg, run, force=args.force)
     record_build(cfg, run)
     print(f"study {study['study_id']}: {study['n_trials']} trials of {study['alternatives']} in {run.study}")
@@ -223,6 +226,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--allow-tells", action="store_true",
                    help="build even when a simple statistic of the served images picks the real one better than chance "
                         "(the blinding check, study/blinding.json, records the override; default: refuse, exit 1)")
+    q.add_argument("--tone", choices=("match", "as_is"), default=None,
+                   help="display policy for tone (default study.tone, match): match gives every served image, real or "
+                        "synthetic, exactly the same 8-bit histogram, so raters judge the anatomy, not brightness or "
+                        "contrast (reader_study/tone.py); as_is serves each image's own tone")
 
     q = action("serve", "serve the rater web app and the admin view (answers go to study/responses.sqlite)", _serve,
                SERVE_HELP)

@@ -41,6 +41,12 @@ class StudyConfig(Strict):
     likert_points: Literal[4, 5] = Field(4, description="Realism scale for every image: 1 = clearly synthetic ... N = clearly real.")
     raters: int = Field(8, ge=0, description="Raters (access codes) created by `cspine study build`; add more with `cspine study add-rater`.")
     image_size: int = Field(512, ge=32, le=4096, description="Every served image is resized to this square size (real and synthetic alike).")
+    tone: Literal["match", "as_is"] = Field(
+        "match", description="Display policy for tone. match: every served image gets exactly the same 8-bit histogram "
+        "(exact histogram specification to the study's mean, reader_study.tone), so brightness, contrast, saturation "
+        "and histogram shape cannot tell real from synthetic and raters judge the anatomy; tone is measured by "
+        "`cspine evaluate` instead. as_is: each image's own tone (a study of tone as well as anatomy).",
+    )
     checkpoints: list[str] | None = Field(
         None,
         description="Synthetic groups = samples.parquet `checkpoint` values to draw from (default: all present). "

@@ -1,6 +1,6 @@
 """The blinding check of `cspine study build`: a study whose real images carry the old zero padding is
-refused (exit 1) with the tell named, and built only with --allow-tells, which blinding.json records; a
-study without tells is built, and the table goes into study/summary.md."""
+refused (exit 1) with the tell named, whatever the tone policy, and built only with --allow-tells, which
+blinding.json records; a study without tells is built, and the table goes into study/summary.md."""
 
 from __future__ import annotations
 
@@ -32,6 +32,12 @@ def test_a_study_without_tells_is_built_and_its_table_recorded(study_run):
     build_study(study_config(study_run), study_run)
     paths = StudyPaths(study_run)
     rep = json.loads((paths.root / "blinding.json").read_text())
+    # the default tone policy: every served file holds the same 8-bit histogram, so every rule on a
+    # histogram statistic ties in every trial (chance, exactly)
+    assert rep["tone"]["policy"] == "match"
+    for r in rep["rules"]:
+        if r["statistic"] in ("black_share", "saturated_share", "mean", "std", "skewness", "entropy"):
+            assert r["hit_rate"] == pytest.approx(0.25) and rep["auc"][r["statistic"]]["auc_real_higher"] == 0.5
     assert rep["tells"] == [] and rep["verdict"] == "no tell found" and rep["allow_tells"] is False
     assert {r["statistic"] for r in rep["rules"]} >= {"border_mean", "black_share", "std", "hf_energy", "file_size"}
     assert rep["n_trials"] == 10 and rep["n_real"] == 10 and rep["n_synthetic"] == 30
@@ -58,8 +64,17 @@ def test_old_padding_is_refused_named_and_allowed_only_on_request(study_run, cap
         build_study(cfg, study_run)
     rep = json.loads((paths.root / "blinding.json").read_text())
     assert rep["verdict"].startswith("refused")
+    # served with the study's common tone (the default), every file has the same histogram: the bars are no
+    # longer exactly black, so the black-share rule scores chance, but they are still dark at the border
     tells = {r["statistic"] for r in rep["rules"] if r["tell"]}
-    assert {"black_share", "border_mean"} <= tells
+    assert "border_mean" in tells and rep["tone"]["policy"] == "match"
+    black = next(r for r in rep["rules"] if r["statistic"] == "black_share" and r["rule"] == "pick the highest")
+    assert black["hit_rate"] == pytest.approx(0.25) and not black["tell"]
+    # served as they are, the exact-black bars are a tell of their own
+    with pytest.raises(BlindingTells):
+        build_study(study_config(study_run, tone="as_is"), study_run)
+    rep = json.loads((paths.root / "blinding.json").read_text())
+    assert {"black_share", "border_mean"} <= {r["statistic"] for r in rep["rules"] if r["tell"]}
     black = next(r for r in rep["rules"] if r["statistic"] == "black_share" and r["rule"] == "pick the highest")
     assert black["hits"] == 10 and black["p_holm"] < 0.01
     # nothing a rater could be served is left behind

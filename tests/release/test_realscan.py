@@ -245,3 +245,22 @@ def test_undecodable_files_are_named(index, tmp_path):
     (folder / "card.md").write_text("![x](data:image/png;base64,iVBORw0KGgoAAAANSUhEUg==)")
     with pytest.raises(realscan.RealScanError, match=r"card.md \(data URI 0"):
         realscan.scan_folder(folder, index)
+
+
+@pytest.mark.parametrize("side", [32, 64])
+def test_separable_warps_equal_torch_grid_sample(side):
+    """The scan resamples a candidate under scale/shift warps with two interpolation matrices; the reference
+    is torch's affine_grid + grid_sample (bilinear, border padding), on warps inside and beyond the image."""
+    import torch
+
+    rng = np.random.default_rng(side)
+    band = rng.standard_normal((side, side)).astype(np.float32)
+    thetas = realscan._warps(realscan.SCALES, realscan.SHIFTS, realscan.SHIFTS)
+    wide = thetas.copy()
+    wide[:, 0, 0] *= 1.4  # samples far past the left and right borders
+    wide[:, 1, 2] += 0.5
+    for t in (thetas, wide):
+        grid = torch.nn.functional.affine_grid(torch.from_numpy(t), [len(t), 1, side, side], align_corners=False)
+        ref = torch.nn.functional.grid_sample(torch.from_numpy(band)[None, None].expand(len(t), 1, side, side), grid,
+                                              mode="bilinear", padding_mode="border", align_corners=False)[:, 0].numpy()
+        np.testing.assert_allclose(realscan._warped_features(band, t), realscan._inner(ref), atol=5e-4)

@@ -119,9 +119,11 @@ def class_strata(run: RunDir, index: pd.DataFrame, samples: pd.DataFrame) -> dic
 def fingerprint(cfg: RunConfig, real_ids: list[str], synthetic: dict[str, list[str]]) -> str:
     s = cfg.study
     design = dict(
-        seed=cfg.seed, trials=s.trials, k=s.alternatives, likert=s.likert_points, size=s.image_size, tone=s.tone,
+        seed=cfg.seed, trials=s.trials, k=s.alternatives, likert=s.likert_points, size=s.image_size,
         allow_fewer=s.allow_fewer_trials, real=sorted(real_ids), synthetic={g: sorted(v) for g, v in synthetic.items()},
         **({"stratify_by_class": True} if s.stratify_by_class else {}),
+        # studies built before study.tone existed were served as is and keep their fingerprint under as_is
+        **({"tone": s.tone} if s.tone != "as_is" else {}),
     )
     return hashlib.sha256(json.dumps(design, sort_keys=True).encode()).hexdigest()
 

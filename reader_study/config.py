@@ -45,7 +45,8 @@ class StudyConfig(Strict):
         "match", description="Display policy for tone. match: every served image gets exactly the same 8-bit histogram "
         "(exact histogram specification to the study's mean, reader_study.tone), so brightness, contrast, saturation "
         "and histogram shape cannot tell real from synthetic and raters judge the anatomy; tone is measured by "
-        "`cspine evaluate` instead. as_is: each image's own tone (a study of tone as well as anatomy).",
+        "`cspine evaluate` instead. as_is: each image's own tone (a study of tone as well as anatomy; how studies "
+        "built before this option were served, so they stay current under it).",
     )
     checkpoints: list[str] | None = Field(
         None,

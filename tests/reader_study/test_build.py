@@ -162,6 +162,9 @@ def test_build_skips_when_built_and_refuses_to_invalidate_answers(built_study, c
 
 def test_build_rebuilds_a_changed_design_without_answers(built_study):
     cfg, run, paths = built_study
+    before = json.loads(paths.study_json.read_text())["fingerprint"]
+    as_is = build_study(study_config(run, tone="as_is"), run)  # the tone policy is part of the design
+    assert as_is["fingerprint"] != before and as_is["n_trials"] == 10
     study = build_study(study_config(run, trials=6, alternatives=2, likert_points=5), run)
     assert study["n_trials"] == 6 and study["alternatives"] == 2
     assert len(list(paths.assets.iterdir())) == 12

@@ -18,14 +18,15 @@ How (Coltuc, Bolon & Chassery 2006, "Exact histogram specification", IEEE TIP 15
 1. the target is the study's mean quantile function: the average, over all served images, of each image's
    sorted pixel values (all served images have the same size), quantised once to 8 bits;
 2. each image's pixels are put into a *strict* order: by value, ties broken by the local means over growing
-   square windows (3, 5, 9, 17, 33 px), and any tie left (the inside of a perfectly flat region) by a fixed
-   pseudo-random key, so no raster pattern appears;
+   square windows (:data:`TIE_WINDOWS`, 3 to 257 px), and any tie left (the inside of a perfectly flat
+   region) by a fixed pseudo-random key, so no raster pattern appears;
 3. the i-th pixel in that order gets the i-th target value.
 
 The map is monotone in the image's own values (it never reorders two pixels of different intensity), so the
 anatomy, edges and texture are kept; only the tone curve changes, and after it every served file holds the
 same multiset of 8-bit values: mean, contrast, skewness, entropy, black and saturated share are identical by
-construction, so no rule on them can pick the real image.
+construction, so no rule on them can pick the real image. The price: a large, nearly flat area (a display
+shutter, air) is spread over the target's range, so its faint noise shows as grain (README, reader study).
 """
 
 from __future__ import annotations

@@ -282,7 +282,12 @@ def test_plate_and_marker_are_drawn_bright():
 def test_audit_calibration_on_phantoms_is_not_degenerate():
     """Held-out phantoms are not near-copies of training phantoms under the audit's own embedders, after
     prepare's crop: on phantom-4 the median dHash distance was 1 bit and pHash 6, and 100% of held-out
-    images fell inside both floors (both switched off, dHash threshold 0)."""
+    images fell inside both floors (both switched off, dHash threshold 0).
+
+    dHash's minimum is not asserted: a 64-bit dHash of one standard view can be equal for two distinct
+    patients (here, under phantom-6, a held-out image with a cervical plate and a training image without one;
+    seed 8 had such a pair under phantom-5 too), so its calibrated threshold depends on one pair. On the
+    demo's own 64 held-out images (configs/demo.yaml) the nearest dHash distance is 1 bit at the least."""
     from cspine.images import to_unit
     from privacy.calibrate import calibrate
     from privacy.embedders import HashEmbedder, PixelEmbedder
@@ -307,7 +312,7 @@ def test_audit_calibration_on_phantoms_is_not_degenerate():
         d = nearest(q, b, emb.metric, groups=emb.groups).astype(float)
         thr = calibrate(emb.name, d, 0.001, emb.floor, 0.01)
         got[emb.name] = (np.median(d), float(np.mean(d <= emb.floor)), thr)
-    assert all(t.calibrated > 0 for _, _, t in got.values())
+    assert got["phash"][2].calibrated > 0 and got["pixel"][2].calibrated > 0
     assert got["pixel"][1] <= 0.01 and got["pixel"][2].floor is not None  # pixel floor stays on
     assert got["phash"][0] >= 10 and got["phash"][1] < 0.3
     assert got["dhash"][0] >= 4 and got["dhash"][1] < 0.75

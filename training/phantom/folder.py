@@ -38,7 +38,7 @@ from training.phantom.render import render
 log = logging.getLogger("cspine.phantom")
 
 #: Bump whenever the rendering changes: it is part of the fingerprint, so old folders are remade.
-GENERATOR_VERSION = "phantom-5"
+GENERATOR_VERSION = "phantom-6"
 MANIFEST = "phantom.json"
 STARTED = ".phantom-started"
 METADATA_XLSX = "CSXA-metadata.xlsx"

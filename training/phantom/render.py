@@ -27,7 +27,7 @@ from PIL import Image
 from scipy import ndimage
 
 from training.phantom.acquisition import Acquisition, glyphs, paste
-from training.phantom.anatomy import BODY_P, Case, Pose, Vertebra
+from training.phantom.anatomy import BODY_P, Case, Head, Pose, Vertebra
 
 
 class _Canvas:
@@ -101,7 +101,7 @@ def _rot(vec, ang: float) -> np.ndarray:
     return np.array([c * vec[0] - s * vec[1], s * vec[0] + c * vec[1]])
 
 
-def _bones(cv: _Canvas, verts: list[Vertebra], pose: Pose, rng: np.random.Generator) -> None:
+def _bones(cv: _Canvas, verts: list[Vertebra], pose: Pose, head_shape: Head, rng: np.random.Generator) -> None:
     """Skull base, mandible, hyoid, C1 and C2-C7 with posterior elements."""
     c2, c3 = verts[0], verts[1]
     a2 = c2.a
@@ -146,16 +146,18 @@ def _bones(cv: _Canvas, verts: list[Vertebra], pose: Pose, rng: np.random.Genera
         return top + _rot(np.asarray(p) - top, pose.nod)
 
     # skull: vault and occiput filling the top, its base reaching down to the dens tip behind it
-    occ_c = head(top + img(a2 * 4.6, -a2 * 6.4))
+    hs = head_shape
+    occ_c = head(top + img(a2 * (4.6 + hs.occiput[0]), -a2 * (6.4 + hs.occiput[1])))
     ang = -0.35 + th + pose.nod
-    cv.ellipse_shell(occ_c, a2 * 9.2, a2 * 6.6, 0.3, 0.55, 0.05, angle=ang)  # outer table and vault
-    cv.ellipse_shell(occ_c, a2 * 8.5, a2 * 6.0, 0.0, 0.3, 0.03, angle=ang)  # inner table
+    cv.ellipse_shell(occ_c, a2 * 9.2 * hs.vault[0], a2 * 6.6 * hs.vault[1], 0.3, 0.55, 0.05, angle=ang)  # outer table and vault
+    cv.ellipse_shell(occ_c, a2 * 8.5 * hs.vault[0], a2 * 6.0 * hs.vault[1], 0.0, 0.3, 0.03, angle=ang)  # inner table
     cv.capsule(head(top + c2.e_u * a2 * 0.9 - c2.e_v * a2 * 0.9), head(top + c2.e_u * a2 * 1.1 + c2.e_v * a2 * 0.35),
                0.6 * a2, 0.35 * a2, 0.35, 0.2)  # mastoid process
     # mandible: ramus rising from the angle at about C2-C3, body running forward to the chin
-    angle_pt = c3.center - c2.e_u * a2 * 2.4 - c2.e_v * c3.b * 0.6 + rng.normal(0, 0.2, 2) * a2
-    ramus_top = angle_pt + img(a2 * 0.6, -a2 * 4.0)
-    chin = angle_pt + img(-a2 * 5.5, a2 * 0.9 + rng.normal(0, 0.3) * a2)
+    angle_pt = (c3.center - c2.e_u * a2 * 2.4 - c2.e_v * c3.b * 0.6 + img(*hs.angle) * a2
+                + rng.normal(0, 0.2, 2) * a2)
+    ramus_top = angle_pt + img(a2 * hs.ramus[0], -a2 * hs.ramus[1])
+    chin = angle_pt + img(-a2 * hs.chin[0], a2 * hs.chin[1] + rng.normal(0, 0.3) * a2)
     cv.capsule(head(angle_pt), head(ramus_top), 0.8 * a2, 0.65 * a2, 0.2, 0.28)
     cv.capsule(head(angle_pt + img(-a2 * 0.2, a2 * 0.1)), head(chin), 0.75 * a2, 0.9 * a2, 0.22, 0.32)
     # hyoid at C3-C4, well in front of the spine
@@ -285,7 +287,7 @@ def render(case: Case, verts: list[Vertebra], pose: Pose, acq: Acquisition, heig
            rng: np.random.Generator) -> np.ndarray:
     """One radiograph as float32 in [0, 1] (bone bright), with this image's pose, exposure and marks."""
     cv = _Canvas(height, width)
-    _bones(cv, verts, pose, rng)
+    _bones(cv, verts, pose, case.head, rng)
     _degeneration(cv, verts, case)
     tex = _texture(case, verts, pose, height, width)
     bone = cv.a * (1.0 + 0.18 * tex / (tex.std() + 1e-6))

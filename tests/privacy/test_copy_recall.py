@@ -2,7 +2,7 @@
 family of privacy/power.py, on realistic phantoms, without flagging distinct images.
 
 Setup (all seeded): phantoms rendered by training/phantom and cropped to 64 px as `cspine prepare` does
-(tests/privacy/test_power_families.realistic); 200 training images (cases of seed 11), 300 holdout images
+(tests/privacy/test_power_families.realistic); 200 training images (cases of seed 11), 600 holdout images
 (other cases, seed 22) to calibrate on, and 300 distinct images (other cases again, seed 33) audited as the
 "synthetic" set, with the audit's default methods (privacy/config.py FAST_METHODS: no Inception or CLIP,
 whose embedding dominates a paper-scale audit; the recall pinned here is the default's). The audit plants 100 copies of training images per family (privacy/power.py) and searches
@@ -10,6 +10,11 @@ them exactly like synthetic images. Asserted: per family, the share of copies th
 is at least RECALL[family] (0.99, the issue's target, where reached; the measured shortfalls
 below it are pinned so they cannot silently grow); the share of the 300 distinct images flagged is at most 1%. The independent
 reference is the ground truth of the setup itself: which images are copies and of what.
+
+Why 600 holdout images: each method's threshold is the holdout's minimum distance (fewer than 1,000 of
+them), so a distinct image passes it with probability 1 / (n_holdout + 1), and the audit's rule (any of four
+methods) flags up to 4 / (n + 1) of distinct images: 1.3% with 300, 0.7% with 600, against the issue's 1%.
+With 300 the union measured 1.00-1.33% depending on which images happened to lie nearest.
 
 The table (family x method recall, and the false-flag rate) is printed; run with ``-s`` to see it.
 """
@@ -32,16 +37,16 @@ COPIES = 100
 #: the recall each family must reach (0.99 is the issue's target; lower values are measured shortfalls,
 #: see the report of the branch that set them)
 RECALL = {name: 0.99 for name in power.FAMILIES} | {
-    # combinations: measured 0.89 / 0.88 / 0.90 / 0.38 (matched-blur scoring with text masked, a coarse and
-    # a fine band, privacy/align.py); on "everything" ECC's warp is off by 1.8 px in the median (privacy/align.py
-    # says how that was measured): with the true warp 0.63 of the copies would be flagged by the coarse band
-    "geometric_filter": 0.85, "crop_overlay": 0.84, "scale_shear_denoise": 0.84, "everything": 0.33,
+    # combinations: measured 0.95 / 0.95 / 0.92 / 0.73 (phantom-6, ECC fitted without the query's burned-in
+    # pixels, copydetect's bands scaled by the holdout's 5% quantile); on "everything" the copies scored at
+    # their true warp would be flagged 0.95 of the time: what is left is mostly alignment (privacy/align.py)
+    "geometric_filter": 0.92, "crop_overlay": 0.92, "scale_shear_denoise": 0.89, "everything": 0.70,
 }
 
 
 @pytest.fixture(scope="module")
 def audited():
-    train, hold, distinct = realistic(200, 11), realistic(300, 22), realistic(300, 33)
+    train, hold, distinct = realistic(200, 11), realistic(600, 22), realistic(300, 33)
     ids = lambda p, n: [f"{p}{i}" for i in range(n)]  # noqa: E731
     inputs = AuditInputs(ids("t", len(train)), train, ids("h", len(hold)), hold, ids("s", len(distinct)),
                          distinct, [""] * len(distinct))

@@ -26,7 +26,12 @@ Decisions (measured on 64 px phantoms under privacy/power.py's families):
   window/level + text 0.90 -> 0.95, the other combinations and families within a point (copydetect alone,
   test_copy_recall setup); without growing the mask 0.68. Where under 30% of the query is left, or the
   masked fit does not converge, the unmasked fit runs. (Tried on phantom-5 without that fallback, masking
-  lost more alignments than it gained.)
+  lost more alignments than it gained.) Cost, `make bench`'s copydetect figure on one day: 7.7-9.6 ms per
+  verified candidate against 7.3-8.7 ms unmasked (two runs each). Tried beside it and left out: scoring a
+  rotation + shift fit (``MOTION_EUCLIDEAN``) beside the affine one (everything 0.59: distinct pairs gain
+  more from a second warp than copies), rotated starts (-4, 0, 4 degrees at each zoom, the four best by
+  phase correlation: 0.54), and refusing warps whose axes differ in scale by over 5% (copies never do;
+  0.64).
 - Only plausible warps count: rotation under 8 degrees, scales 0.8-1.4 with near-equal axes, shear under
   0.15. A warp outside that range is not a copy's transform, and letting ECC bend a distinct image freely
   onto a training image made distinct pairs correlate like copies.

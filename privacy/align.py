@@ -74,20 +74,20 @@ Decisions (measured on 64 px phantoms under privacy/power.py's families):
   zoom+shear+denoise+gamma+JPEG 0.76 -> 0.88, with no distinct image flagged. Tried and left out: a median
   or trimmed mean of per-patch (8 or 16 px) correlations (worse on every filtered family: phantoms differ
   less within a patch than a filter changes it), dense optical-flow magnitude after alignment (blur makes
-  copies look displaced), masking saturated text/clipping out of ECC (more alignment failures), and adding
+  copies look displaced), masking saturated text/clipping out of ECC (then, on phantom-5 and without the fallback of :func:`_ecc`:
+  more alignment failures), and adding
   the embedding cosine to the score (+0.02-0.06 on combinations but a false flag at 300 distinct images).
-- What is still missed: the "everything" family (rotation + zoom + shift + blur + window/level + text +
-  noise), recall 0.36 with both bands at the audit's defaults (0.29 with the coarse band alone; 0.38 before a
-  fine ECC step that leaves the plausible range fell back to its coarse start, as documented, instead of being
-  scored), 0.37 with another embedding seed; a 1000-step embedding with 1-3 candidates gave 0.48-0.49 on seed 0 but 0.40 on seed
-  1, within what the seed moves, so the cheaper default stays. Mostly alignment (measured with the coarse
-  band): replaying privacy/power.py's draws to get each copy's true warp (test_copy_recall setup, 100 copies),
-  ECC's warp is off by a mean of 1.8 px per pixel in the median (p90 3.8 px at 64 px), and scoring the copies
-  at their true warp would flag 0.63 of them at the same threshold. The rest is the score: at the true warp a
-  third of the copies are still less alike their source than the closest distinct phantoms are (holdout
-  maximum r ~0.996). Tried and left out: ECC on rank-equalised and/or blurred images (0.15-0.17), and a masked
-  fine ECC pass (text and clipping out, Gaussian 3 or 5): "everything" 0.20 -> 0.29 but crop+overlay,
-  window/level and the other combinations lost 3-7 points each.
+- What is still missed (phantom-6, test_copy_recall setup, the audit's defaults): of rotation + shift + blur
+  + gamma copies 5%, of crop + sharpen + window/level + text 5%, of zoom + shear + denoise + gamma + JPEG 8%,
+  and of "everything" (rotation + zoom + shift + blur + window/level + text + noise) 27%. Mostly alignment:
+  replaying privacy/power.py's draws to get each copy's true warp and scoring the copies there, the same
+  threshold would flag 1.00 / 0.98 / - / 0.90 of them (the shear family's transposed draws were not
+  replayed). Of the "everything" copies ECC misses, 4 in 20 get no plausible warp at all and the rest are
+  off by 1.3 px in the median, often with unequal axis scales the copy does not have. On phantom-5 the
+  score was the limit as much (0.63 at the true warp): two patients aligned matched bone for bone. Tried
+  and left out on phantom-5: ECC on rank-equalised and/or blurred images (0.15-0.17), and a masked fine
+  ECC pass alone (Gaussian 3 or 5, no fallback): "everything" 0.20 -> 0.29 but crop+overlay, window/level
+  and the other combinations lost 3-7 points each.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ Decisions (measured on 64 px phantoms under privacy/power.py's families):
   which is also a shift's black fill, and text), grown by one pixel for their blurred edges (:func:`_ecc`).
   A clipped window, text and fill have no counterpart in the candidate, and fitted with the rest they pulled
   ECC off: replaying privacy/power.py's draws, the "everything" copies scored at their true warp were
-  flagged 0.95 of the time but at ECC's unmasked warp 0.57 (phantom-6). Masked: 0.73, crop + sharpen +
+  flagged 0.95 of the time but at ECC's unmasked warp 0.57 (phantom-6, each band then scaled by its
+  closest holdout image; tests/privacy/test_copydetect.py has one such copy). Masked: 0.73, crop + sharpen +
   window/level + text 0.90 -> 0.95, the other combinations and families within a point (copydetect alone,
   test_copy_recall setup); without growing the mask 0.68. Where under 30% of the query is left, or the
   masked fit does not converge, the unmasked fit runs. (Tried on phantom-5 without that fallback, masking

@@ -137,14 +137,23 @@ def _from_half(h: np.ndarray) -> np.ndarray:
     return w
 
 
-def _ecc(ref: np.ndarray, query: np.ndarray, w: np.ndarray, motion: int, crit, blur: int):
-    """``cv2.findTransformECC`` of ``query`` onto ``ref`` with the query's clipped areas, text and fill
-    (:func:`_burned_in`, grown by a pixel) left out of the fit, where enough of the query remains and the
-    masked fit converges; otherwise the unmasked fit (see the module docstring)."""
+def _ecc_mask(query: np.ndarray) -> np.ndarray | None:
+    """The pixels of ``query`` an ECC fit uses: all but its clipped areas, text and fill (:func:`_burned_in`,
+    grown by a pixel); None where under :data:`MIN_ECC_AREA` of the query would remain."""
     import cv2
 
     keep = cv2.erode((~_burned_in(query)).astype(np.uint8), np.ones((3, 3), np.uint8))
-    if keep.mean() > MIN_ECC_AREA:
+    return keep if keep.mean() > MIN_ECC_AREA else None
+
+
+def _ecc(ref: np.ndarray, query: np.ndarray, w: np.ndarray, motion: int, crit, blur: int,
+         keep: np.ndarray | None):
+    """``cv2.findTransformECC`` of ``query`` onto ``ref`` using only the pixels of ``keep``
+    (:func:`_ecc_mask` of ``query``, computed once per image by the caller), where there is a mask and the
+    masked fit converges; otherwise the unmasked fit (see the module docstring)."""
+    import cv2
+
+    if keep is not None:
         try:
             return cv2.findTransformECC(ref, query, w.copy(), motion, crit, keep, blur)
         except cv2.error:
@@ -161,10 +170,11 @@ def _coarse(ref_h: np.ndarray, query_h: np.ndarray, starts: list[np.ndarray], af
     crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 1e-4)
     half = ref_h.shape[::-1]
     best, best_cc = None, -np.inf
+    keep = _ecc_mask(query_h) if affine else None  # the same query at every affine start
     for w in starts:
         try:
             if affine:
-                cc, wh = _ecc(ref_h, query_h, _to_half(w), cv2.MOTION_AFFINE, crit, 3)
+                cc, wh = _ecc(ref_h, query_h, _to_half(w), cv2.MOTION_AFFINE, crit, 3, keep)
             else:
                 zoom = np.zeros((2, 3), np.float32)
                 zoom[:, :2] = w[:, :2]
@@ -172,7 +182,7 @@ def _coarse(ref_h: np.ndarray, query_h: np.ndarray, starts: list[np.ndarray], af
                 qz = cv2.warpAffine(query_h, zh, half, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
                 e = np.eye(2, 3, dtype=np.float32)
                 e[:, 2] = np.linalg.solve(w[:, :2], w[:, 2])  # the start's shift, before its zoom
-                cc, eh = _ecc(ref_h, qz, _to_half(e), cv2.MOTION_EUCLIDEAN, crit, 3)
+                cc, eh = _ecc(ref_h, qz, _to_half(e), cv2.MOTION_EUCLIDEAN, crit, 3, _ecc_mask(qz))
                 wh = (np.vstack([zh, [0, 0, 1]]) @ np.vstack([eh, [0, 0, 1]]))[:2].astype(np.float32)
         except cv2.error:  # no convergence (flat or unrelated images)
             continue
@@ -210,7 +220,7 @@ def alignments(ref: np.ndarray, query: np.ndarray) -> list[np.ndarray]:
     if best is None:
         return []
     try:
-        _, w = _ecc(ref, query, best.copy(), cv2.MOTION_AFFINE, fine, 1)  # (in place)
+        _, w = _ecc(ref, query, best.copy(), cv2.MOTION_AFFINE, fine, 1, _ecc_mask(query))  # ECC writes into w
     except cv2.error:
         return [best]
     return [w] if plausible(w) else [best]

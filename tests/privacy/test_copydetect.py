@@ -133,7 +133,7 @@ def test_ecc_leaves_burned_in_pixels_out_of_the_fit():
     off = lambda w: float(np.hypot(*((true - w) @ pts)).mean())  # noqa: E731
     masked = align.alignments(ref, q)
     assert masked and off(masked[0]) < 0.5
-    unmasked_ecc = lambda r, qq, w, motion, crit, blur: cv2.findTransformECC(r, qq, w, motion, crit, None, blur)  # noqa: E731
+    unmasked_ecc = lambda r, qq, w, motion, crit, blur, keep: cv2.findTransformECC(r, qq, w, motion, crit, None, blur)  # noqa: E731
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(align, "_ecc", unmasked_ecc)
         unmasked = align.alignments(ref, q)

@@ -78,9 +78,11 @@ Decisions (measured on 64 px phantoms under privacy/power.py's families):
   copies look displaced), masking saturated text/clipping out of ECC (then, on phantom-5 and without the fallback of :func:`_ecc`:
   more alignment failures), and adding
   the embedding cosine to the score (+0.02-0.06 on combinations but a false flag at 300 distinct images).
-- What is still missed (phantom-6, test_copy_recall setup, the audit's defaults): of rotation + shift + blur
-  + gamma copies 5%, of crop + sharpen + window/level + text 5%, of zoom + shear + denoise + gamma + JPEG 8%,
-  and of "everything" (rotation + zoom + shift + blur + window/level + text + noise) 27%. Mostly alignment:
+- What is still missed (phantom-6, test_copy_recall setup, the audit's defaults, with privacy/copydetect.py's
+  embedding factor): of rotation + shift + blur + gamma copies 3%, of crop + sharpen + window/level + text 5%,
+  of zoom + shear + denoise + gamma + JPEG 4%, and of "everything" (rotation + zoom + shift + blur +
+  window/level + text + noise) 16%; before that factor 5 / 5 / 8 / 27%. Mostly alignment (these figures
+  without the factor):
   replaying privacy/power.py's draws to get each copy's true warp and scoring the copies there, the same
   threshold would flag 1.00 / 0.98 / - / 0.90 of them (the shear family's transposed draws were not
   replayed). Of the "everything" copies ECC misses, 4 in 20 get no plausible warp at all and the rest are

@@ -14,8 +14,11 @@ Decisions:
 - A small CNN on a 32 px, per-image standardised input (4 stride-2 conv blocks, 128-d output): about a
   second per thousand images to embed on one core; training is a fixed number of steps (not a time budget),
   seeded, on one thread, so the audit is reproducible.
-- The embedding only proposes candidates: alone it cannot be thresholded for large geometric changes
-  (measured: distinct images come as close as shifted copies), so the decision is the aligned pixel check.
+- The embedding proposes the candidates and weighs in on the decision, which is mostly the aligned pixel
+  check's: alone it cannot be thresholded for large geometric changes (measured: distinct images come as
+  close as shifted copies), but as a factor of the aligned distance (privacy/copydetect.py) it separates
+  the combined changes better than either. Trained 1000 steps, it ranks each planted copy's source first
+  or second among 200 training images in every family (200 steps: 88-97% first in the combinations).
 """
 
 from __future__ import annotations

@@ -71,11 +71,15 @@ def test_copydetect_is_seeded_and_finds_sources():
     assert (runs[0][1][:, 0] < runs[0][1][:, 1]).all()
 
 
-def test_each_band_is_scaled_by_how_close_holdout_images_come():
-    """fit() scales each band by the 5% quantile over holdout images of their nearest 1 - r, recomputed here
-    per band from align.similarities over the same candidates; a pair's distance is the nearer band in those
-    units (recomputed the same way), and a planted copy of a training image lands below every holdout image
-    (the audit's threshold: the holdout's minimum)."""
+def test_each_band_and_the_embedding_are_scaled_by_how_close_holdout_images_come():
+    """fit() scales each band by the 5% quantile over holdout images of their nearest 1 - r, and the embedding's
+    cosine distance by the same quantile of the holdout's nearest cosine distance, recomputed here from
+    align.similarities over the same candidates and from the network's embeddings; a pair's distance is the
+    nearer band in those units times the square root of the scaled cosine distance (recomputed the same way),
+    and a planted copy of a training image lands below every holdout image (the audit's threshold: the
+    holdout's minimum)."""
+    from privacy import sscd
+
     train, holdout = IMAGES[:12], IMAGES[12:20]
     cd = CopyDetect(steps=5, candidates=3, workers=1).fit(train, holdout)
     tr, ho = to_unit(train).astype(np.float32), to_unit(holdout).astype(np.float32)
@@ -84,8 +88,13 @@ def test_each_band_is_scaled_by_how_close_holdout_images_come():
     expect = np.quantile((1.0 - per_band).min(axis=1), 0.05, axis=0)
     assert np.allclose(cd.scales, np.maximum(expect, 1e-6))
     assert len(cd.scales) == len(align.BANDS) == 2
+    cos = sscd.embed(cd._net, ho) @ sscd.embed(cd._net, tr).T  # every holdout image against every training one
+    expect_e = np.quantile(1.0 - cos.max(axis=1), 0.05)
+    assert np.isclose(cd.embed_scale, max(expect_e, 1e-6), rtol=1e-5)
     hi, hd = cd.topk(holdout, "train", 1)
-    np.testing.assert_allclose(hd[:, 0], ((1.0 - per_band) / expect).min(axis=(1, 2)), rtol=1e-5)
+    cos_c = np.clip(1.0 - np.take_along_axis(cos, cand, 1), 0.0, None) / expect_e
+    np.testing.assert_allclose(hd[:, 0], (((1.0 - per_band) / expect).min(axis=2) * np.sqrt(cos_c)).min(axis=1),
+                               rtol=1e-4)
     reused = cd.holdout_topk(1)  # what the audit calibrates on: fit's own verification of the holdout
     assert np.array_equal(reused[0], hi) and np.allclose(reused[1], hd)
     copy = power.everything(IMAGES[3], np.random.default_rng(2))[None]

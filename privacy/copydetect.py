@@ -11,7 +11,7 @@ distance is not a distance between two fixed vectors. Two stages:
    (privacy/align.py: a coarse band-pass that keeps the layout, and a fine one, 0.7-3 px, that keeps only
    the edges of the anatomy); the nearest candidate is the query's nearest reference.
 
-The distance of a pair is ``min over bands of (1 - r_band) / s_band``, where ``s_band`` is the
+The aligned distance of a pair is ``min over bands of (1 - r_band) / s_band``, where ``s_band`` is the
 :data:`SCALE_QUANTILE` quantile (5%) over holdout images of ``1 - r_band`` to their nearest training image
 (measured in :meth:`CopyDetect.fit`, whose verification of the holdout the audit's calibration then reuses,
 :meth:`CopyDetect.holdout_topk`): each band in units of how close real unseen images come to training in
@@ -63,7 +63,8 @@ from privacy import align, sscd
 from privacy.embedders import DistanceScale, Embedder, Metric
 
 #: min over bands of (1 - rank correlation) / a near holdout image's (see the module docstring)
-ALIGNED = DistanceScale("aligned distance / a near holdout's", unit="x a near holdout (5th percentile)")
+ALIGNED = DistanceScale("aligned x sqrt(embedding) distance / a near holdout's",
+                        unit="x a near holdout (5th percentile)")
 #: quantile of the holdout's nearest (1 - r) per band that scales the band (see the module docstring)
 SCALE_QUANTILE = 0.05
 #: the embedding's scaled cosine distance enters the pair's distance as a factor to this power
@@ -72,7 +73,7 @@ EMBED_POWER = 0.5
 
 @dataclass
 class CopyDetect(Embedder):
-    steps: int = 200
+    steps: int = 1000  # privacy/config.py's copydetect_steps
     candidates: int = 10
     seed: int = 0
     #: per band, the SCALE_QUANTILE quantile of the holdout's nearest 1 - r in that band (set by :meth:`fit`)

@@ -63,8 +63,7 @@ from privacy import align, sscd
 from privacy.embedders import DistanceScale, Embedder, Metric
 
 #: min over bands of (1 - rank correlation) / a near holdout image's (see the module docstring)
-ALIGNED = DistanceScale("aligned x sqrt(embedding) distance / a near holdout's",
-                        unit="x a near holdout (5th percentile)")
+ALIGNED = DistanceScale("aligned x sqrt(embedding) distance, scaled", unit="x a near holdout (5th percentile)")
 #: quantile of the holdout's nearest (1 - r) per band that scales the band (see the module docstring)
 SCALE_QUANTILE = 0.05
 #: the embedding's scaled cosine distance enters the pair's distance as a factor to this power

@@ -36,16 +36,16 @@ Decisions (measured on 64 px phantoms under privacy/power.py's families):
 - Only plausible warps count: rotation under 8 degrees, scales 0.8-1.4 with near-equal axes, shear under
   0.15. A warp outside that range is not a copy's transform, and letting ECC bend a distinct image freely
   onto a training image made distinct pairs correlate like copies.
-- Similarity: pixels inside the warped query's frame (eroded) and not clipped black/white in it (black fill of
-  a shift or zoom-out, a clipped window) are rank-normalised in both images (blind to gamma, window/level, any
-  monotone curve; equal values share their mean rank: ranks broken by pixel order turned an exactly flat
-  display shutter into a ramp, structure neither image has, and averaging them lifted copydetect's recall of
-  the zoom + shear + denoise + gamma + JPEG copies from 0.88 to 0.90 and of the everyday combination from 0.95
-  to 0.97 on test_copy_recall, nothing lower, no distinct image flagged), band-passed with a difference of Gaussians, and correlated after trimming the 20% of pixels
-  with the largest standardised residual (burned-in text and markers, fill the mask missed). Small clipped
-  components (under 3% of the image: text, markers) are masked with a one-pixel ring, their anti-aliased edge
-  (measured: "everything" 0.14 -> 0.28, the single families unchanged or better; dilating every clipped area
-  instead cost window/level recall).
+- Similarity: pixels inside the warped query's frame (eroded) and not clipped black/white in it (black fill of a
+  shift or zoom-out, a clipped window) are rank-normalised in both images (blind to gamma, window/level, any
+  monotone curve; equal values share their mean rank: ranks broken by pixel order turned an exactly flat display
+  shutter into a ramp, structure neither image has, and averaging them lifted copydetect's recall of the zoom +
+  shear + denoise + gamma + JPEG copies from 0.88 to 0.90 and of the everyday combination from 0.95 to 0.97 on
+  test_copy_recall, nothing lower, no distinct image flagged), band-passed with a difference of Gaussians, and
+  correlated after trimming the 20% of pixels with the largest standardised residual (burned-in text and
+  markers, fill the mask missed). Small clipped components (under 3% of the image: text, markers) are masked
+  with a one-pixel ring, their anti-aliased edge (measured: "everything" 0.14 -> 0.28, the single families
+  unchanged or better; dilating every clipped area instead cost window/level recall).
 - At least a fifth of the image must remain compared (:data:`MIN_AREA`) once the frame, clipped areas and
   text are masked; a pair with less scores -1. A narrow window that clips the soft tissue black leaves
   little more than the bones: with 0.3, such copies could not be found at all. Measured with copydetect
@@ -69,15 +69,16 @@ Decisions (measured on 64 px phantoms under privacy/power.py's families):
   embedding cosine fitted on copies planted with another seed (no better than the two bands, worse with the
   cosine).
 - Matched blur: a blurred copy has lost the fine detail its sharp source still has, and a sharpened one has
-  gained some, so the score is the best of the comparisons as is, with the source blurred (sigma 0.8 or
-  1.4 px at 64 px) and with the query blurred (0.8 px); five or six blur levels measured no better. Measured (test_copy_recall setup, 6 candidates):
-  recall of blur 0.90 -> 1.00, sharpen 0.91 -> 1.00, rotation+shift+blur+gamma 0.50 -> 0.89,
-  zoom+shear+denoise+gamma+JPEG 0.76 -> 0.88, with no distinct image flagged. Tried and left out: a median
-  or trimmed mean of per-patch (8 or 16 px) correlations (worse on every filtered family: phantoms differ
-  less within a patch than a filter changes it), dense optical-flow magnitude after alignment (blur makes
-  copies look displaced), masking saturated text/clipping out of ECC (then, on phantom-5 and without the fallback of :func:`_ecc`:
-  more alignment failures), and adding
-  the embedding cosine to the score (+0.02-0.06 on combinations but a false flag at 300 distinct images).
+  gained some, so the score is the best of the comparisons as is, with the source blurred (sigma 0.8 or 1.4 px
+  at 64 px) and with the query blurred (0.8 px); five or six blur levels measured no better. Measured
+  (test_copy_recall setup, 6 candidates): recall of blur 0.90 -> 1.00, sharpen 0.91 -> 1.00,
+  rotation+shift+blur+gamma 0.50 -> 0.89, zoom+shear+denoise+gamma+JPEG 0.76 -> 0.88, with no distinct image
+  flagged. Tried and left out: a median or trimmed mean of per-patch (8 or 16 px) correlations (worse on every
+  filtered family: phantoms differ less within a patch than a filter changes it), dense optical-flow magnitude
+  after alignment (blur makes copies look displaced), masking saturated text/clipping out of ECC (then, on
+  phantom-5 and without the fallback of :func:`_ecc`: more alignment failures), and adding the embedding cosine
+  to the score (+0.02-0.06 on combinations but a false flag at 300 distinct images, with the 200-step embedding;
+  privacy/copydetect.py multiplies by the 1000-step one's distance).
 - What is still missed (phantom-6, test_copy_recall setup, the audit's defaults, with privacy/copydetect.py's
   embedding factor): of rotation + shift + blur + gamma copies 3%, of crop + sharpen + window/level + text 5%,
   of zoom + shear + denoise + gamma + JPEG 4%, and of "everything" (rotation + zoom + shift + blur +

@@ -14,21 +14,21 @@ distance is not a distance between two fixed vectors. Two stages:
 The aligned distance of a pair is ``min over bands of (1 - r_band) / s_band``, where ``s_band`` is the
 :data:`SCALE_QUANTILE` quantile (5%) over holdout images of ``1 - r_band`` to their nearest training image
 (measured in :meth:`CopyDetect.fit`, whose verification of the holdout the audit's calibration then reuses,
-:meth:`CopyDetect.holdout_topk`): each band in units of how close real unseen images come to training in
-that band, and the nearer band counts. The holdout calibration of privacy/calibrate.py then puts one
-threshold on that combined distance (the holdout's minimum of it, with under 1,000 holdout images), so a
-distinct image is flagged with the probability of one calibrated check, about 1 / (n_holdout + 1). Until
-phantom-6 each band was scaled by its own closest holdout image and the threshold was 1: two calibrated
-checks, each firing on about 1 / (n + 1) of distinct images, so the method flagged up to twice its share
-(measured with copydetect alone and 300 holdout images: 3 of 300 distinct images flagged, 0 with the 5%
-scale, recall within a point in every family; quantiles 0.01-0.1 gave the same recall; in test_copy_recall,
-with 600 holdout images, 3 of 300 again: at these counts a few images lying nearest decide). Why two bands, measured on the test_copy_recall setup (100 copies
-per family, 300 distinct images): distinct phantoms aligned onto each other keep a coarse correlation up to
-0.996 but less of their edges, while blur, text and a clipped window leave a copy's edges in place once
-aligned; the fine band alone misses noisy and JPEG copies the coarse band finds. Adding the fine band lifted
-"everything" from 0.29 to 0.38 with no family and no distinct image worse off (privacy/align.py has the
-per-band figures). Without a holdout (``fit(train)``) the scales are 1; a band in which holdout images
-match training images exactly gets a negligible scale, which switches that band off.
+:meth:`CopyDetect.holdout_topk`): each band in units of how close real unseen images come to training in that
+band, and the nearer band counts. The holdout calibration of privacy/calibrate.py then puts one threshold on
+that combined distance (the holdout's minimum of it, with under 1,000 holdout images), so a distinct image is
+flagged with the probability of one calibrated check, about 1 / (n_holdout + 1). Until phantom-6 each band was
+scaled by its own closest holdout image and the threshold was 1: two calibrated checks, each firing on about 1 /
+(n + 1) of distinct images, so the method flagged up to twice its share (measured with copydetect alone and 300
+holdout images: 3 of 300 distinct images flagged, 0 with the 5% scale, recall within a point in every family;
+quantiles 0.01-0.1 gave the same recall; in test_copy_recall, with 600 holdout images, 3 of 300 again: at these
+counts a few images lying nearest decide). Why two bands, measured on the test_copy_recall setup (100 copies per
+family, 300 distinct images): distinct phantoms aligned onto each other keep a coarse correlation up to 0.996
+but less of their edges, while blur, text and a clipped window leave a copy's edges in place once aligned; the
+fine band alone misses noisy and JPEG copies the coarse band finds. Adding the fine band lifted "everything"
+from 0.29 to 0.38 with no family and no distinct image worse off (privacy/align.py has the per-band figures).
+Without a holdout (``fit(train)``) the scales are 1; a band in which holdout images match training images
+exactly gets a negligible scale, which switches that band off.
 
 The embedding weighs in (:data:`EMBED_POWER`): the aligned distance is multiplied by the square root of the
 pair's embedding cosine distance, scaled like the bands by its holdout 5% quantile. The two see different
@@ -62,7 +62,8 @@ from cspine.images import to_unit
 from privacy import align, sscd
 from privacy.embedders import DistanceScale, Embedder, Metric
 
-#: min over bands of (1 - rank correlation) / a near holdout image's (see the module docstring)
+#: the nearer band's scaled (1 - rank correlation) times the square root of the scaled embedding distance
+#: (see the module docstring and :meth:`CopyDetect.distances`)
 ALIGNED = DistanceScale("aligned x sqrt(embedding) distance, scaled", unit="x a near holdout (5th percentile)")
 #: quantile of the holdout's nearest (1 - r) per band that scales the band (see the module docstring)
 SCALE_QUANTILE = 0.05

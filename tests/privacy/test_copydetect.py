@@ -25,8 +25,6 @@ def test_alignment_recovers_a_rotation_and_rejects_implausible_warps():
 
 
 def test_rotation_and_shift_fallback_recovers_a_known_warp_at_the_start_zoom():
-    import cv2
-
     a, R = IMAGES[3], IMAGES.shape[-1]
     c = (R - 1) / 2
     m = cv2.getRotationMatrix2D((c, c), 3.0, 0.93)  # the warp power._affine applies (reference -> copy)

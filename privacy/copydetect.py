@@ -45,7 +45,9 @@ ratio test) lower in every combination (everything 0.24-0.50). 3000 training ste
 (tests/privacy/test_copy_recall.py, its own planted copies): 0.97 / 0.95 / 0.96 / 0.84 and 1 of 300.
 
 Thresholds come from the holdout images as for every method (privacy/calibrate.py); there is no absolute
-floor. Seeded: the same images and seed give the same network and the same distances. Features are not
+floor. Seeded: the same images, seed and thread count give the same network and the same distances on one
+machine (privacy/sscd.py: CPUs differ in their float kernels, so another machine trains a slightly different
+network, and the combinations' recall moves by a few points). Features are not
 cached (the network is trained per run). Verification runs in threads (OpenCV releases the GIL), each query's
 result landing in its own row, so the output does not depend on the number of threads.
 """

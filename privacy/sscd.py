@@ -13,7 +13,12 @@ Decisions:
   inside the trained range. It learns "same image whatever was done to it" for exactly this image set.
 - A small CNN on a 32 px, per-image standardised input (4 stride-2 conv blocks, 128-d output): about a
   second per thousand images to embed on one core; training is a fixed number of steps (not a time budget),
-  seeded, on one thread, so the audit is reproducible.
+  seeded, on the threads the caller set (the audit sets every core: `cspine audit` in privacy/cli.py). The
+  same images, seed and thread count on the same machine give the same network bit for bit (checked twice
+  over at 2 threads). Until 2026-12-02 it trained on one thread for reproducibility across thread counts,
+  but the network differs between CPUs anyway (their float kernels differ): the same seed measured "everything"
+  0.84 on one machine and 0.80 on another in tests/privacy/test_copy_recall.py, and three seeds on one
+  machine 0.76-0.80. Two threads train 1.55x faster here (0.080 s against 0.124 s per step).
 - The embedding proposes the candidates and weighs in on the decision, which is mostly the aligned pixel
   check's: alone it cannot be thresholded for large geometric changes (measured: distinct images come as
   close as shifted copies), but as a factor of the aligned distance (privacy/copydetect.py) it separates
@@ -123,32 +128,27 @@ def train(images: np.ndarray, steps: int, seed: int, batch: int = 128):
     import torch
     import torch.nn.functional as F
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # bit-reproducible on CPU, and the audit's other work runs beside it
-    try:
-        torch.manual_seed(seed)
-        net = network()
-        opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-4)
-        aug = Augment(images.shape[-1], seed)
-        x = torch.from_numpy(np.ascontiguousarray(images, np.float32))[:, None]
-        gen = torch.Generator().manual_seed(seed)
-        net.train()
-        for _ in range(steps):
-            idx = torch.randperm(len(x), generator=gen)[:batch]
-            if len(idx) < 2:
-                break
-            z = F.normalize(net(_standardise(torch.cat([aug(x[idx]), aug(x[idx])]))), dim=1)
-            sim = z @ z.T / 0.1
-            sim.fill_diagonal_(-1e9)
-            n = len(idx)
-            loss = F.cross_entropy(sim, torch.cat([torch.arange(n, 2 * n), torch.arange(n)]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        net.eval()
-        return net
-    finally:
-        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    net = network()
+    opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-4)
+    aug = Augment(images.shape[-1], seed)
+    x = torch.from_numpy(np.ascontiguousarray(images, np.float32))[:, None]
+    gen = torch.Generator().manual_seed(seed)
+    net.train()
+    for _ in range(steps):
+        idx = torch.randperm(len(x), generator=gen)[:batch]
+        if len(idx) < 2:
+            break
+        z = F.normalize(net(_standardise(torch.cat([aug(x[idx]), aug(x[idx])]))), dim=1)
+        sim = z @ z.T / 0.1
+        sim.fill_diagonal_(-1e9)
+        n = len(idx)
+        loss = F.cross_entropy(sim, torch.cat([torch.arange(n, 2 * n), torch.arange(n)]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    return net
 
 
 def embed(net, images: np.ndarray, batch: int = 1024) -> np.ndarray:

@@ -96,7 +96,7 @@ class CopyDetect(Embedder):
 
     @property
     def method_id(self) -> str:
-        return (f"copydetect:sscd{sscd.IN}-{self.steps}steps-seed{self.seed}:ecc-affine+rigid-fallback:"
+        return (f"copydetect:sscd{sscd.IN}-{self.steps}steps-seed{self.seed}:hann-phase+ecc-affine+rigid-fallback:"
                 f"dog{'+'.join(f'{a:g}-{b:g}' for a, b in align.BANDS)}-rank-trim{align.TRIM}:matched-blur:text-mask:"
                 f"holdout-scaled-min:x-cos^{EMBED_POWER:g}")
 

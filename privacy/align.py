@@ -22,12 +22,13 @@ Decisions (measured on 64 px phantoms under privacy/power.py's families):
   borders and the phantoms' collimation edges decided the shift: for a 20% crop every start came out 10-48 px
   off with a peak near 0, no ECC start converged to a plausible warp, and the copy was missed by every
   network. Measured with copydetect alone on the test_copy_recall setup, the same candidates scored both
-  ways, for two embeddings (seeds 0 and 1): rotation + shift + blur + gamma 0.97 -> 0.99 and 0.96 -> 0.99,
-  "everything" 0.80 -> 0.85 and 0.76 -> 0.78, 6-20% crops 0.99 -> 1.00 in both; a point lower in both:
-  crop + sharpen + window/level + text 0.97 -> 0.96 and 0.94 -> 0.93, zoom + shear + denoise + gamma + JPEG
-  0.96 -> 0.95 and 0.94 -> 0.93; distinct images flagged 1 -> 0 and 0 -> 0 of 300. Tried beside it: the unwindowed
-  shifts as four more starts (seed 0: 0.99 / 0.95 / 0.97 / 0.86, 17% more verification time) and six zoom
-  starts instead of four (0.99 / 0.96 / 0.96 / 0.84, every single family 1.00); neither clearly better.
+  ways, for three embeddings (seeds 0, 1, 2): rotation + shift + blur + gamma 0.97 / 0.96 / 0.96 -> 0.99 in
+  each, "everything" 0.80 / 0.76 / 0.78 -> 0.85 / 0.78 / 0.83, 6-20% crops 0.99 -> 1.00 in each; lower:
+  crop + sharpen + window/level + text 0.97 / 0.94 / 0.96 -> 0.96 / 0.93 / 0.95, zoom + shear + denoise +
+  gamma + JPEG 0.96 / 0.94 / 0.97 -> 0.95 / 0.93 / 0.95; distinct images flagged 1 / 0 / 1 -> 0 / 0 / 0 of
+  300. Tried beside it: the unwindowed shifts as four more starts (seed 0: 0.99 / 0.95 / 0.97 / 0.86, 17%
+  more verification time) and six zoom starts instead of four (0.99 / 0.96 / 0.96 / 0.84, every single
+  family 1.00); neither clearly better.
 - Every ECC fit leaves out the query's burned-in pixels (:func:`_burned_in`: clipped black or white,
   which is also a shift's black fill, and text), grown by one pixel for their blurred edges (:func:`_ecc`).
   A clipped window, text and fill have no counterpart in the candidate, and fitted with the rest they pulled

@@ -7,12 +7,16 @@ distance is not a distance between two fixed vectors. Two stages:
 
 1. candidates: an SSCD-style embedding (privacy/sscd.py) trained on this run's training images with the
    power families' augmentations; each query keeps the ``candidates`` nearest references by cosine;
-2. verification: each candidate is aligned to the query once and compared in two bands at that warp
-   (privacy/align.py: a coarse band-pass that keeps the layout, and a fine one, 0.7-3 px, that keeps only
-   the edges of the anatomy); the nearest candidate is the query's nearest reference.
+2. verification: each candidate is aligned to the query once and compared at that warp by four measures
+   (privacy/align.py's MEASURES): two band correlations (a coarse band-pass that keeps the layout, and a
+   fine one, 0.7-3 px, that keeps only the edges of the anatomy) and two residuals left once the candidate
+   is blurred and intensity-mapped like the query (privacy/residual.py: how much structure, against white
+   noise, and how much low-pass energy, against the query's); the nearest candidate is the query's nearest
+   reference.
 
-The aligned distance of a pair is ``min over bands of (1 - r_band) / s_band``, where ``s_band`` is the
-:data:`SCALE_QUANTILE` quantile (5%) over holdout images of ``1 - r_band`` to their nearest training image
+The aligned distance of a pair is ``min over measures of (1 - r_m) / s_m``, where ``s_m`` is the
+:data:`SCALE_QUANTILE` quantile (5%) over holdout images of ``1 - r_m`` to their nearest training image
+(``1 - r`` is the residual itself for the two residual measures; what follows says "band" for any measure)
 (measured in :meth:`CopyDetect.fit`, whose verification of the holdout the audit's calibration then reuses,
 :meth:`CopyDetect.holdout_topk`): each band in units of how close real unseen images come to training in that
 band, and the nearer band counts. The holdout calibration of privacy/calibrate.py then puts one threshold on
@@ -62,13 +66,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cspine.images import to_unit
-from privacy import align, sscd
+from privacy import align, residual, sscd
 from privacy.embedders import DistanceScale, Embedder, Metric
 
-#: the nearer band's scaled (1 - rank correlation) times the square root of the scaled embedding distance
+#: the nearest measure's scaled (1 - similarity) times the square root of the scaled embedding distance
 #: (see the module docstring and :meth:`CopyDetect.distances`)
 ALIGNED = DistanceScale("aligned x sqrt(embedding) distance, scaled", unit="x a near holdout (5th percentile)")
-#: quantile of the holdout's nearest (1 - r) per band that scales the band (see the module docstring)
+#: quantile of the holdout's nearest (1 - r) per measure that scales the measure (see the module docstring)
 SCALE_QUANTILE = 0.05
 #: the embedding's scaled cosine distance enters the pair's distance as a factor to this power
 EMBED_POWER = 0.5
@@ -79,7 +83,7 @@ class CopyDetect(Embedder):
     steps: int = 1000  # privacy/config.py's copydetect_steps
     candidates: int = 10
     seed: int = 0
-    #: per band, the SCALE_QUANTILE quantile of the holdout's nearest 1 - r in that band (set by :meth:`fit`)
+    #: per measure (align.MEASURES), the SCALE_QUANTILE quantile of the holdout's nearest 1 - r (set by :meth:`fit`)
     scales: tuple[float, ...] = field(default=(), init=False)
     #: the same quantile of the holdout's nearest embedding cosine distance (set by :meth:`fit`)
     embed_scale: float = field(default=1.0, init=False)
@@ -92,12 +96,14 @@ class CopyDetect(Embedder):
     verifies = True
     _net: object = field(default=None, repr=False)
     _refs: dict = field(default_factory=dict, repr=False)
-    _holdout: tuple | None = field(default=None, repr=False)  # (candidates, band similarities, cosines) of fit's holdout
+    #: (candidates, similarities per measure, cosines) of fit's holdout
+    _holdout: tuple | None = field(default=None, repr=False)
 
     @property
     def method_id(self) -> str:
         return (f"copydetect:sscd{sscd.IN}-{self.steps}steps-seed{self.seed}:hann-phase+ecc-affine+rigid-fallback:"
                 f"dog{'+'.join(f'{a:g}-{b:g}' for a, b in align.BANDS)}-rank-trim{align.TRIM}:matched-blur:text-mask:"
+                f"residual-blur{max(residual.SIGMAS):g}-cubic-lowpass{residual.LOWPASS:g}:"
                 f"holdout-scaled-min:x-cos^{EMBED_POWER:g}")
 
     @property
@@ -105,21 +111,23 @@ class CopyDetect(Embedder):
         return (f"copy detection: SSCD-style embedding trained on the training images ({self.steps} steps, "
                 f"{sscd.IN} px) proposes {self.candidates} candidates; each is aligned by ECC (affine, else rotation "
                 f"and shift) and compared by trimmed rank correlation in a coarse and a fine band at matched blurs, "
-                f"burned-in text masked; each band is scaled by how close the nearest holdout images come (5th percentile), "
-                f"the nearer band counts, times the square root of the embedding's cosine distance scaled alike")
+                f"burned-in text masked, and by the residual left once the candidate is blurred and "
+                f"intensity-mapped like the query; each measure is scaled by how close the nearest holdout images "
+                f"come (5th percentile), "
+                f"the nearest measure counts, times the square root of the embedding's cosine distance scaled alike")
 
     def fit(self, train: np.ndarray, holdout: np.ndarray | None = None) -> "CopyDetect":
         """Train the embedding on ``train`` and keep ``train`` (and ``holdout``) as reference sets."""
         tr = to_unit(train).astype(np.float32)
         self._net = sscd.train(tr, self.steps, self.seed)
         self._refs = {"train": (tr, sscd.embed(self._net, tr))}
-        self.scales, self.embed_scale, self._holdout = (1.0,) * len(align.BANDS), 1.0, None
+        self.scales, self.embed_scale, self._holdout = (1.0,) * len(align.MEASURES), 1.0, None
         if holdout is not None:
             ho = to_unit(holdout).astype(np.float32)
             self._refs["holdout"] = (ho, sscd.embed(self._net, ho))
             if len(ho):
                 self._holdout = self._verify(ho, "train", np.arange(len(tr)), min(self.candidates, len(tr)))
-                nearest = (1.0 - self._holdout[1]).min(axis=1)  # [n_holdout, n_bands]
+                nearest = (1.0 - self._holdout[1]).min(axis=1)  # [n_holdout, n_measures]
                 self.scales = tuple(float(max(v, 1e-6)) for v in np.quantile(nearest, SCALE_QUANTILE, axis=0))
                 cos_nearest = (1.0 - self._holdout[2]).min(axis=1)  # the first candidate's: the embedding's nearest
                 self.embed_scale = float(max(np.quantile(cos_nearest, SCALE_QUANTILE), 1e-6))
@@ -133,8 +141,9 @@ class CopyDetect(Embedder):
         return self._ranked(*self._holdout, k)
 
     def distances(self, bands: np.ndarray, cos: np.ndarray) -> np.ndarray:
-        """The distance of verified pairs from their band similarities [..., n_bands] and embedding cosines
-        [...]: the nearer band's scaled ``1 - r`` times the scaled cosine distance to :data:`EMBED_POWER`."""
+        """The distance of verified pairs from their similarities per measure [..., n_measures] and embedding
+        cosines [...]: the nearest measure's scaled ``1 - r`` times the scaled cosine distance to
+        :data:`EMBED_POWER`."""
         aligned = ((1.0 - bands) / np.asarray(self.scales)).min(axis=-1)
         return aligned * (np.clip(1.0 - cos, 0.0, None) / self.embed_scale) ** EMBED_POWER
 
@@ -147,7 +156,8 @@ class CopyDetect(Embedder):
 
     def _verify(self, q: np.ndarray, ref: str, rows: np.ndarray, nc: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each query's ``nc`` candidates among ``rows`` of ``ref`` by the embedding, their aligned similarities
-        per band and their embedding cosines: (candidates [n, nc], similarities [n, nc, n_bands], cosines [n, nc])."""
+        per measure and their embedding cosines: (candidates [n, nc], similarities [n, nc, n_measures],
+        cosines [n, nc])."""
         images, emb = self._refs[ref]
         sims = sscd.embed(self._net, q) @ emb[rows].T
         order = np.argsort(-sims, axis=1, kind="stable")[:, :nc]
@@ -161,7 +171,7 @@ class CopyDetect(Embedder):
                 out = list(ex.map(one, range(len(q))))
         else:
             out = [one(i) for i in range(len(q))]
-        return cand, (np.stack(out) if out else np.zeros((0, nc, len(align.BANDS)))), cos
+        return cand, (np.stack(out) if out else np.zeros((0, nc, len(align.MEASURES)))), cos
 
     def topk(self, queries: np.ndarray, ref: str, k: int, subset: np.ndarray | None = None,
              candidates: int | None = None) -> tuple[np.ndarray, np.ndarray]:

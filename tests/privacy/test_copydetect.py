@@ -85,7 +85,7 @@ def test_each_band_and_the_embedding_are_scaled_by_how_close_holdout_images_come
     per_band = np.array([[align.similarities(tr[j], ho[i]) for j in cand[i]] for i in range(len(ho))])
     expect = np.quantile((1.0 - per_band).min(axis=1), 0.05, axis=0)
     assert np.allclose(cd.scales, np.maximum(expect, 1e-6))
-    assert len(cd.scales) == len(align.BANDS) == 2
+    assert len(cd.scales) == len(align.MEASURES) == 4
     cos = sscd.embed(cd._net, ho) @ sscd.embed(cd._net, tr).T  # every holdout image against every training one
     expect_e = np.quantile(1.0 - cos.max(axis=1), 0.05)
     assert np.isclose(cd.embed_scale, max(expect_e, 1e-6), rtol=1e-5)

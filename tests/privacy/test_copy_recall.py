@@ -37,14 +37,15 @@ COPIES = 100
 #: the recall each family must reach (0.99 is the issue's target; lower values are measured shortfalls,
 #: pinned below the lowest measurement so that another CPU's network does not fail them: see below)
 RECALL = {name: 0.99 for name in power.FAMILIES} | {
-    # combinations, with the Hann-windowed phase correlation (privacy/align.py), over four embeddings: this
-    # test's own (2 threads, 2026-12-02) 0.99 / 0.95 / 0.95 / 0.85 with 0 of 300 distinct images flagged, and
-    # copydetect alone on this setup with seeds 0, 1 and 2: 0.99 / 0.96 / 0.95 / 0.85, 0.99 / 0.93 / 0.93 /
-    # 0.78 and 0.99 / 0.95 / 0.95 / 0.83. The embedding is trained on the CPU, whose float kernels differ
-    # between machines: before the window the same seed measured "everything" 0.84 on one machine and 0.80 on
-    # another (then pinned at 0.81, which failed there), and seeds 1 and 2 0.76 and 0.78. Hence a few points
-    # of margin; what is left is mostly alignment (privacy/align.py)
-    "geometric_filter": 0.97, "crop_overlay": 0.91, "scale_shear_denoise": 0.91, "everything": 0.75,
+    # combinations, with privacy/residual.py's measures beside the bands: this test's own (2 threads,
+    # 2026-12-02) 0.99 / 0.98 / 0.97 / 0.85 with 0 of 300 distinct images flagged, and copydetect alone on this
+    # setup with seeds 0 and 1: 0.99 / 0.98 / 0.97 / 0.85 and 0.99 / 0.96 / 0.99 / 0.80 (without them, with the
+    # windowed phase correlation, seeds 0, 1 and 2: 0.99 / 0.95 / 0.95 / 0.85, 0.99 / 0.93 / 0.93 / 0.78 and
+    # 0.99 / 0.95 / 0.95 / 0.83). The embedding is trained on the CPU, whose float kernels differ between
+    # machines: before the window the same seed measured "everything" 0.84 on one machine and 0.80 on another
+    # (then pinned at 0.81, which failed there). Hence a few points of margin; what is left is mostly
+    # alignment (privacy/align.py)
+    "geometric_filter": 0.97, "crop_overlay": 0.93, "scale_shear_denoise": 0.94, "everything": 0.75,
 }
 
 

@@ -24,11 +24,12 @@ crop + sharpen + window/level + text 0.95 -> 0.98 and 0.94 -> 0.96, zoom + shear
 0.95 -> 0.97 and 0.95 -> 0.99, the single families' lowest 0.99 -> 1.00 in both, rotation + shift + blur +
 gamma (0.99) and "everything" (0.85 and 0.80) unchanged, no distinct image flagged before or after. Each
 measure alone as a third band: ``structure`` gains the crop + overlay points, ``low`` the zoom + shear ones.
-Scoring them at the identity too (as the bands are) changed nothing. Cost: about 1.5 ms per scored warp
-(six least-squares fits of 4 columns), measured in `make bench`'s verification time per candidate. Tried beside them: the fit's R squared
-(same gain as ``low``, not both), the residual's variance over the query's noise level estimated from its
-highest frequencies (Immerkaer; +3 on crop + overlay but a distinct image flagged), and each measure alone
-instead of the bands (far worse: 0.54-0.59 on two combinations).
+Tried beside them: the fit's R squared (same gain as ``low``, not both), the residual's variance over the
+query's noise level estimated from its highest frequencies (Immerkaer; +3 on crop + overlay but a distinct
+image flagged), and each measure alone instead of the bands (far worse: 0.54-0.59 on two combinations).
+Taken at ECC's warp only (privacy/align.py's :func:`~privacy.align.similarities`): at the identity too, as
+the bands are, changed nothing. Cost: about 1.5 ms per scored warp at 64 px (six least-squares fits of 4
+columns and the blurs), about 1 ms more per verified candidate in `make bench`.
 
 Scaled by how close holdout images come (privacy/copydetect.py), so the constants in the two ratios cancel.
 """

@@ -91,10 +91,11 @@ Decisions (measured on 64 px phantoms under privacy/power.py's families):
   to the score (+0.02-0.06 on combinations but a false flag at 300 distinct images, with the 200-step embedding;
   privacy/copydetect.py multiplies by the 1000-step one's distance).
 - What is still missed (phantom-6, test_copy_recall, the audit's defaults, with privacy/copydetect.py's
-  embedding factor and the windowed phase correlation): of rotation + shift + blur + gamma copies 1%, of crop +
-  sharpen + window/level + text 5%, of zoom + shear + denoise + gamma + JPEG 5%, and of "everything" (rotation
-  + zoom + shift + blur + window/level + text + noise) 15% (7-22% over three embeddings); before the window 3 /
-  5 / 4 / 16%, before the embedding factor 5 / 5 / 8 / 27%. Mostly alignment (these figures before both):
+  embedding factor, the windowed phase correlation and privacy/residual.py's measures): of rotation + shift +
+  blur + gamma copies 1%, of crop + sharpen + window/level + text 2%, of zoom + shear + denoise + gamma + JPEG
+  3%, and of "everything" (rotation + zoom + shift + blur + window/level + text + noise) 15% (15-20% over two
+  embeddings); before the residual measures 1 / 5 / 5 / 15%, before the window 3 / 5 / 4 / 16%, before the
+  embedding factor 5 / 5 / 8 / 27%. Mostly alignment (these figures before both):
   replaying privacy/power.py's draws to get each copy's true warp and scoring the copies there, the same
   threshold would flag 1.00 / 0.98 / - / 0.90 of them (the shear family's transposed draws were not
   replayed). Of the "everything" copies ECC misses, 4 in 20 get no plausible warp at all and the rest are

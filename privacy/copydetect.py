@@ -47,7 +47,8 @@ their maximum (both must agree) 2-20 points lower, dividing by the second or med
 ratio test) lower in every combination (everything 0.24-0.50). 3000 training steps instead of 1000: "everything"
 0.86 but 2 of 300 distinct images flagged, at three times the training time. The audit as a whole
 (tests/privacy/test_copy_recall.py, its own planted copies): 0.97 / 0.95 / 0.96 / 0.84 and 1 of 300; with
-privacy/align.py's windowed phase correlation, 0.99 / 0.95 / 0.95 / 0.85 and none of 300.
+privacy/align.py's windowed phase correlation, 0.99 / 0.95 / 0.95 / 0.85 and none of 300; with
+privacy/residual.py's two measures beside the bands, 0.99 / 0.98 / 0.97 / 0.85 and none of 300.
 
 Thresholds come from the holdout images as for every method (privacy/calibrate.py); there is no absolute
 floor. Seeded: the same images, seed and thread count give the same network and the same distances on one

@@ -95,7 +95,7 @@ Decisions (measured on 64 px phantoms under privacy/power.py's families):
   blur + gamma copies 1%, of crop + sharpen + window/level + text 2%, of zoom + shear + denoise + gamma + JPEG
   3%, and of "everything" (rotation + zoom + shift + blur + window/level + text + noise) 15% (15-20% over two
   embeddings); before the residual measures 1 / 5 / 5 / 15%, before the window 3 / 5 / 4 / 16%, before the
-  embedding factor 5 / 5 / 8 / 27%. Mostly alignment (these figures before both):
+  embedding factor 5 / 5 / 8 / 27%. Mostly alignment (these figures before all three):
   replaying privacy/power.py's draws to get each copy's true warp and scoring the copies there, the same
   threshold would flag 1.00 / 0.98 / - / 0.90 of them (the shear family's transposed draws were not
   replayed). Of the "everything" copies ECC misses, 4 in 20 get no plausible warp at all and the rest are
@@ -327,7 +327,8 @@ def aligned_similarities(ref: np.ndarray, query: np.ndarray, w: np.ndarray, resi
     qw = cv2.warpAffine(query, w, (R, R), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
     frame = cv2.warpAffine(np.ones_like(query), w, (R, R), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0.5
     burned = _burned_in(qw)
-    left = 1.0 - (residual.unexplained(ref, qw, frame, burned) if residuals else np.full(2, residual.NO_FIT))
+    left = 1.0 - (residual.unexplained(ref, qw, frame, burned) if residuals
+                  else np.full(len(residual.NAMES), residual.NO_FIT))
     m = cv2.erode(frame.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     m &= ~burned
     if m.sum() < MIN_AREA * R * R:

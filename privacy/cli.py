@@ -13,23 +13,28 @@ import argparse
 import logging
 import os
 import time
+import typing
 
 from cspine.command import Command
 from cspine.errors import StageError
+from privacy.config import Method
 
 log = logging.getLogger("cspine.audit")
 
 DESCRIPTION = """\
 Privacy audit: for every synthetic image in samples/, find its nearest training images under each method
-(CLIP, Inception-v3, pHash, dHash, pixel correlation), calibrate thresholds on held-out real images
-(flag a synthetic image closer to training than nearly all real unseen images are, or within an absolute
-floor), report DCR statistics, and write audit/ (audit.parquet, summary.json, summary.md, figures/,
-report.html with the most similar pairs side by side). The audit passes only when no synthetic image is
-flagged; --exclude-flagged releases the rest and records each exclusion, unless so many are flagged that the
-model looks like it memorises (audit.max_flag_rate). Exit status 1 when the gate is closed.
+(default: pHash, dHash, pixel correlation and copydetect, which aligns SSCD-style candidates to find
+rotated, cropped, filtered or annotated copies; CLIP and Inception-v3 on request), measure what each method
+catches of training images copied under every change of privacy/power.py (in memory, never released),
+calibrate thresholds on held-out real images (flag a synthetic image closer to training than nearly all real
+unseen images are, or within an absolute floor), report DCR statistics, and write audit/ (audit.parquet,
+summary.json, summary.md, figures/, report.html with the power table and the most similar pairs side by
+side). The audit passes only when no synthetic image is flagged; --exclude-flagged releases the rest and
+records each exclusion, unless so many are flagged that the model looks like it memorises
+(audit.max_flag_rate). Exit status 1 when the gate is closed, 2 for missing or bad inputs.
 Training/holdout features are cached by pixel hash under $CSPINE_CACHE (default runs/.cache/features)."""
 
-METHODS = ("clip", "inception", "phash", "dhash", "pixel")
+METHODS = typing.get_args(Method)  # every method the config accepts
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:

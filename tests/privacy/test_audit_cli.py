@@ -143,3 +143,19 @@ def test_bad_inputs_name_the_file(fake_run):
     index.to_parquet(fake_run.index)
     with pytest.raises(AuditInputError, match="no holdout"):
         load_inputs(fake_run)
+
+
+def test_methods_option_names_every_method_the_config_accepts(fake_run, capsys):
+    """--methods once offered only the five embedders, so its error and --help never named copydetect, the
+    default's strongest method. The independent reference is privacy/config.py's Method type."""
+    import typing
+
+    from privacy.config import Method
+
+    assert _audit(fake_run, "--methods", "pixel,nosuch") == 2
+    err = capsys.readouterr().err
+    assert "nosuch" in err and all(m in err for m in typing.get_args(Method)) and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        main(["audit", "--help"])
+    out = capsys.readouterr().out
+    assert "copydetect" in out and all(m in out for m in typing.get_args(Method))

@@ -114,8 +114,8 @@ class CopyDetect(Embedder):
                 f"and shift) and compared by trimmed rank correlation in a coarse and a fine band at matched blurs, "
                 f"burned-in text masked, and by the residual left once the candidate is blurred and "
                 f"intensity-mapped like the query; each measure is scaled by how close the nearest holdout images "
-                f"come (5th percentile), "
-                f"the nearest measure counts, times the square root of the embedding's cosine distance scaled alike")
+                f"come (5th percentile), the nearest measure counts, times the square root of the embedding's "
+                f"cosine distance scaled alike")
 
     def fit(self, train: np.ndarray, holdout: np.ndarray | None = None) -> "CopyDetect":
         """Train the embedding on ``train`` and keep ``train`` (and ``holdout``) as reference sets."""

@@ -85,7 +85,7 @@ def unexplained(ref: np.ndarray, query_warped: np.ndarray, frame: np.ndarray, bu
     k = np.ones((5, 5), np.uint8)
     m = (cv2.erode(frame.astype(np.uint8), k) > 0) & ~burned
     if m.sum() < MIN_AREA * R * R:
-        return np.full(2, NO_FIT)
+        return np.full(len(NAMES), NO_FIT)
     y = query_warped[m].astype(np.float64)
     r = np.where(m, query_warped - _fit(ref, y, m, R), 0.0).astype(np.float32)
     rv = float((r[m].astype(np.float64) ** 2).mean())
@@ -94,6 +94,6 @@ def unexplained(ref: np.ndarray, query_warped: np.ndarray, frame: np.ndarray, bu
     low = cv2.GaussianBlur(r, (0, 0), g) / np.maximum(cv2.GaussianBlur(m.astype(np.float32), (0, 0), g), 1e-3)
     inner = cv2.erode(m.astype(np.uint8), k) > 0
     if inner.sum() < 50:
-        return np.full(2, NO_FIT)
+        return np.full(len(NAMES), NO_FIT)
     energy = float((low[inner].astype(np.float64) ** 2).mean())
     return np.array([energy * 4 * np.pi * g * g / (rv + 1e-12), energy / (y.var() + 1e-12)])
